@@ -4,8 +4,8 @@
 Stack: TCP + /noise (Noise XX) + /yamux/1.0.0 only, Ed25519 identity.
 stdout: machine-readable JSON, one object per line, flushed.  stderr: logs.
 
-Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S,
--v for py-libp2p debug logs on stderr):
+Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S (default 20),
+--retries N (dial retries, default 0), -v for py-libp2p debug logs on stderr):
 
   pypeer.py listen [--port N] [--host 127.0.0.1] [--identify-peers] [--ignore-stdin]
       first line:  {"event":"listening","peer_id":"12D3KooW...","addrs":[".../p2p/12D3..."]}
@@ -16,10 +16,10 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S,
                    peer that connects (we identify *them*).
       Runs until stdin reaches EOF (unless --ignore-stdin) or SIGTERM/SIGINT; exit 0.
 
-  pypeer.py ping MULTIADDR/p2p/ID [--count 3]
+  pypeer.py ping MULTIADDR/p2p/ID [--count 3] [--hold S]
       {"event":"ping","peer_id":...,"rtts_ms":[float,...],"local_addr":...,"remote_addr":...}
 
-  pypeer.py identify MULTIADDR/p2p/ID
+  pypeer.py identify MULTIADDR/p2p/ID [--hold S]
       {"event":"identify","peer_id":...,"framing":"varint"|"raw","protocol_version":...,
        "agent_version":...,"public_key_hex":...,"public_key_matches_peer_id":bool,
        "listen_addrs":[...],"observed_addr":str|null,"protocols":[...],
@@ -27,7 +27,9 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S,
        "signed_peer_record":null|{"valid":bool,"error":str|null,"peer_id":...,
                                    "seq":int,"addrs":[...]}}
 
-  On failure (dial modes): {"event":"error","error":"..."} and exit code 1.
+  On failure (dial modes): {"event":"error","error":"..."} and exit code 1 (2 for a bad
+  --seed).  --hold S keeps the connection open S seconds after the result line (e.g.
+  so the remote can identify or ping us back).
 
 py-libp2p 0.8.1 quirks worked around here (see NOTES.md next to this file):
   * host.connect() -> Swarm.dial_peer() always waits a fixed 250 ms "happy eyeballs"
@@ -89,6 +91,16 @@ def _describe(exc: BaseException) -> str:
     return " <- ".join(parts) if parts else repr(exc)
 
 
+def _has(exc: BaseException, kind: type) -> bool:
+    """True if exc, a member of a (nested) exception group, or a cause is a `kind`."""
+    if isinstance(exc, kind):
+        return True
+    for s in getattr(exc, "exceptions", None) or ():
+        if _has(s, kind):
+            return True
+    return exc.__cause__ is not None and _has(exc.__cause__, kind)
+
+
 # --------------------------------------------------------------------------------------
 # py-libp2p imports (after the stdout redirect)
 # --------------------------------------------------------------------------------------
@@ -107,6 +119,7 @@ from libp2p.identity.identify.identify import (  # noqa: E402
     ID as IDENTIFY_PROTOCOL_ID,
     parse_identify_response,
 )
+from libp2p.identity.identify.pb.identify_pb2 import Identify  # noqa: E402
 from libp2p.io.utils import read_exactly  # noqa: E402
 from libp2p.network.config import RetryConfig  # noqa: E402
 from libp2p.network.stream.exceptions import StreamEOF  # noqa: E402
@@ -132,10 +145,7 @@ MAX_IDENTIFY_BYTES = 1 << 20  # what py-libp2p's read_length_prefixed_protobuf a
 def make_host(seed_hex: str | None, listen: list[Multiaddr] | None = None,
               retries: int = 0):
     if seed_hex:
-        seed = bytes.fromhex(seed_hex)
-        if len(seed) != 32:
-            raise SystemExit("--seed must be 32 bytes (64 hex chars)")
-        key_pair = ed25519_key_pair(seed)
+        key_pair = ed25519_key_pair(bytes.fromhex(seed_hex))  # checked in main()
     else:
         key_pair = ed25519_key_pair()
     # Only Noise + Yamux.  new_host()'s defaults would also offer TLS, secio and
@@ -289,6 +299,26 @@ def verify_signed_peer_record(data: bytes, expected_peer: ID) -> dict:
     return out
 
 
+def _complete_varint_identify(buf: bytes, require_public_key: bool = True) -> bool:
+    """buf is exactly uvarint(len) + an Identify protobuf carrying a public key.
+
+    The length check alone is not enough while data is still arriving: a raw
+    (unframed) Identify starts with 0x0a (field 1, publicKey), which also reads as
+    "length 10", so its first 11 bytes would look like a complete framed message.
+    Requiring the body to parse as an Identify with publicKey rules that out (the
+    raw message's second byte, the key length 0x24, is not a valid field tag).
+    """
+    v = _uvarint(buf)
+    if v is None or v[0] == 0 or v[0] + v[1] != len(buf):
+        return False
+    msg = Identify()
+    try:
+        msg.ParseFromString(buf[v[1]:])
+    except Exception:  # noqa: BLE001
+        return False
+    return msg.HasField("public_key") or not require_public_key
+
+
 async def read_identify(stream) -> tuple[bytes, str]:
     """Read one identify message; return (raw bytes as received, framing).
 
@@ -309,17 +339,11 @@ async def read_identify(stream) -> tuple[bytes, str]:
         buf += chunk
         if len(buf) > MAX_IDENTIFY_BYTES + 10:
             raise ValueError(f"identify message larger than {MAX_IDENTIFY_BYTES} bytes")
-        v = _uvarint(bytes(buf))
-        if v is not None and v[0] > 0 and v[0] + v[1] == len(buf):
-            # Could in theory be a raw protobuf that happens to look framed; the
-            # first byte of a raw Identify is a field tag (0x0a publicKey, 0x12 ...,
-            # 0x2a protocolVersion), giving lengths 10/18/42 that do not match a
-            # real message's size, so this is unambiguous in practice.
+        if _complete_varint_identify(bytes(buf)):
             return bytes(buf), "varint"
     if not buf:
         raise EOFError("identify stream closed without data")
-    v = _uvarint(bytes(buf))
-    framing = "varint" if v is not None and v[0] > 0 and v[0] + v[1] == len(buf) else "raw"
+    framing = "varint" if _complete_varint_identify(bytes(buf), False) else "raw"
     return bytes(buf), framing
 
 
@@ -432,7 +456,10 @@ async def run_dial_mode(args) -> int:
             # The answer is out; a teardown error should not turn it into a failure.
             log.debug("teardown error after result: %s", _describe(e))
             return 0
-        err = "timeout" if isinstance(e, trio.TooSlowError) else _describe(e)
+        if _has(e, trio.TooSlowError):
+            err = f"timeout after {args.timeout:g} s"
+        else:
+            err = _describe(e)
         emit({"event": "error", "error": err})
         return 1
     return 0
@@ -578,6 +605,14 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--hold", type=float, default=0.0,
                     help="keep the connection open this many seconds after the result")
     args = p.parse_args(argv)
+    if args.seed is not None:
+        try:
+            ok = len(bytes.fromhex(args.seed)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            emit({"event": "error", "error": "--seed must be 64 hex characters (32 bytes)"})
+            return 2
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
