@@ -20,15 +20,20 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S (defau
       {"event":"ping","peer_id":...,"rtts_ms":[float,...],"local_addr":...,"remote_addr":...}
 
   pypeer.py identify MULTIADDR/p2p/ID [--hold S]
-      {"event":"identify","peer_id":...,"framing":"varint"|"raw","protocol_version":...,
+      {"event":"identify","peer_id":...,"framing":"varint"|"raw","message_len":int,
+       "protocol_version":...,
        "agent_version":...,"public_key_hex":...,"public_key_matches_peer_id":bool,
        "listen_addrs":[...],"observed_addr":str|null,"protocols":[...],
        "local_addr":"/ip4/x/tcp/p","remote_addr":"/ip4/y/tcp/q",
        "signed_peer_record":null|{"valid":bool,"error":str|null,"peer_id":...,
-                                   "seq":int,"addrs":[...]}}
+                                   "seq":int,"addrs":[...],"payload_type_hex":"0301"}}
+      public_key_hex is the protobuf-encoded PublicKey (08 01 12 20 <32 bytes> for
+      Ed25519).  "valid" is py-libp2p's consume_envelope() (signature, domain
+      "libp2p-peer-record", payload type 0x0301) plus: envelope key's peer ID ==
+      record peer_id == the peer we dialed.
 
-  On failure (dial modes): {"event":"error","error":"..."} and exit code 1 (2 for a bad
-  --seed).  --hold S keeps the connection open S seconds after the result line (e.g.
+  On failure: {"event":"error","error":"..."} and exit code 1 (2 for a bad --seed);
+  listen mode also fails this way if it cannot bind.  --hold S keeps the connection open S seconds after the result line (e.g.
   so the remote can identify or ping us back).
 
 py-libp2p 0.8.1 quirks worked around here (see NOTES.md next to this file):
@@ -532,7 +537,11 @@ async def run_listen(args) -> int:
     # Install the signal handlers before anything is printed, so a SIGTERM sent right
     # after the "listening" line is handled (exit 0) instead of killing us.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-        return await _run_listen(args, sigs)
+        try:
+            return await _run_listen(args, sigs)
+        except Exception as e:  # noqa: BLE001  (e.g. port in use)
+            emit({"event": "error", "error": _describe(e)})
+            return 1
 
 
 async def _run_listen(args, sigs) -> int:
