@@ -66,7 +66,10 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnCoreTests",
-            dependencies: ["CairnCore", "CairnCrypto", "CairnProto"]
+            dependencies: [
+                "CairnCore", "CairnCrypto", "CairnProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "CairnNodeTests",

@@ -42,7 +42,8 @@ public struct IdentifyInfo: Sendable, Equatable {
     public var signedPeerRecordError: String?
     /// Malformed entries that were skipped (for the log).
     public var skipped: [String] = []
-    var signedRecordBytes: [UInt8]?
+    /// The verified envelope the record came in (to store or forward as received).
+    public internal(set) var signedPeerRecordEnvelope: VerifiedEnvelope?
 
     public init(protocolVersion: String? = nil, agentVersion: String? = nil, publicKey: PublicKey? = nil,
                 listenAddrs: [Multiaddr] = [], observedAddr: Multiaddr? = nil, protocols: [String] = []) {
@@ -103,10 +104,10 @@ public struct IdentifyInfo: Sendable, Equatable {
         if pb.hasSignedPeerRecord {
             let raw = [UInt8](pb.signedPeerRecord)
             do {
-                let (record, _) = try PeerRecord.open(envelopeBytes: raw)
+                let (record, envelope) = try PeerRecord.open(envelopeBytes: raw)
                 if record.peerID == remote {
                     info.signedPeerRecord = record
-                    info.signedRecordBytes = raw
+                    info.signedPeerRecordEnvelope = envelope
                 } else {
                     info.signedPeerRecordError = "record is for \(record.peerID), not the connection's peer"
                 }
@@ -147,7 +148,7 @@ public struct IdentifyInfo: Sendable, Equatable {
         if o.signedPeerRecord != nil || o.signedPeerRecordError != nil {
             signedPeerRecord = o.signedPeerRecord
             signedPeerRecordError = o.signedPeerRecordError
-            signedRecordBytes = o.signedRecordBytes
+            signedPeerRecordEnvelope = o.signedPeerRecordEnvelope
         }
         skipped += o.skipped
     }

@@ -560,6 +560,10 @@ async def _run_listen(args, sigs) -> int:
                           "error": _describe(e)})
 
     async with host.run(listen_addrs=[listen]):
+        if not host.get_transport_addrs():
+            # Swarm.listen() logs and swallows bind errors (returns False), and
+            # host.run() ignores that, so check ourselves.
+            raise OSError(f"could not listen on {listen} (address in use?)")
         host.get_network().register_notifee(_ConnNotifee(host, send, args.identify_peers))
         emit({"event": "listening", "peer_id": str(host.get_id()),
               "addrs": [str(a) for a in host.get_addrs()]})

@@ -1,0 +1,274 @@
+import CairnCore
+import CairnCrypto
+import Logging
+import NIOCore
+
+/// An upgraded libp2p connection (Noise + Yamux) over one channel. It carries out the actions of
+/// its `SecureConnectionMachine`; every piece of its state lives on the channel's event loop.
+public final class Connection: @unchecked Sendable, CustomStringConvertible, Hashable {
+    public enum Direction: String, Sendable { case inbound, outbound }
+
+    public let channel: Channel
+    public let direction: Direction
+    public let localAddress: Multiaddr?
+    public let remoteAddress: Multiaddr?
+    /// A connection over a relayed circuit carries limits (duration, bytes); direct TCP does not.
+    public let isLimited: Bool
+    let logger: Logger
+
+    // Event-loop confined.
+    var machine: SecureConnectionMachine
+    var streams: [UInt32: MuxedStream] = [:]
+    var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>)] = [:]
+    var nextPingID: UInt32 = 1
+    var closeReason: ConnectionError?
+    public private(set) var remotePeer: PeerID?
+    let establishedPromise: EventLoopPromise<PeerID>
+    let closedPromise: EventLoopPromise<ConnectionError>
+
+    /// Called on the event loop for each stream the remote opens.
+    var onInboundStream: (@Sendable (MuxedStream) -> Void)?
+    /// Called on the event loop once when the connection is established.
+    var onEstablished: (@Sendable (Connection) -> Void)?
+
+    public var eventLoop: EventLoop { channel.eventLoop }
+
+    init(channel: Channel, direction: Direction, role: SecureConnectionMachine.Role, identity: PrivateKey,
+         expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, isLimited: Bool = false) {
+        self.channel = channel
+        self.direction = direction
+        self.localAddress = channel.localAddress.flatMap { Multiaddr(tcp: $0) }
+        self.remoteAddress = channel.remoteAddress.flatMap { Multiaddr(tcp: $0) }
+        self.isLimited = isLimited
+        self.machine = SecureConnectionMachine(role: role, identity: identity, expectedRemote: expectedRemote, yamuxConfig: yamux)
+        self.establishedPromise = channel.eventLoop.makePromise(of: PeerID.self)
+        self.closedPromise = channel.eventLoop.makePromise(of: ConnectionError.self)
+        var l = logger
+        l[metadataKey: "remote"] = "\(remoteAddress?.description ?? "?")"
+        l[metadataKey: "dir"] = "\(direction.rawValue)"
+        self.logger = l
+    }
+
+    public var description: String {
+        "\(direction.rawValue) \(remotePeer?.description ?? "?")@\(remoteAddress?.description ?? "?")"
+    }
+
+    public static func == (a: Connection, b: Connection) -> Bool { a === b }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(self)) }
+
+    /// Completes with the authenticated remote peer once the upgrade is done.
+    public var established: EventLoopFuture<PeerID> { establishedPromise.futureResult }
+    /// Completes with the reason when the connection closes.
+    public var closed: EventLoopFuture<ConnectionError> { closedPromise.futureResult }
+
+    // MARK: Driving the machine (event loop)
+
+    func start() { perform(machine.start()) }
+
+    func receive(_ bytes: ByteBuffer) { perform(machine.receive(bytes)) }
+
+    func handshakeTimedOut() { perform(machine.handshakeTimedOut()) }
+
+    func channelClosed() {
+        finish(closeReason ?? .closed, log: closeReason == nil && !machine.isClosed)
+    }
+
+    func perform(_ actions: [SecureConnectionMachine.Action]) {
+        eventLoop.assertInEventLoop()
+        var toSend: ByteBuffer?
+        func flushPending() {
+            if let b = toSend {
+                channel.writeAndFlush(b, promise: nil)
+                toSend = nil
+            }
+        }
+        for action in actions {
+            switch action {
+            case .send(var bytes):
+                if toSend == nil { toSend = bytes } else { toSend!.writeBuffer(&bytes) }
+            case .established(let remote):
+                remotePeer = remote
+                logger.info("connection established", metadata: ["peer": "\(remote)"])
+                establishedPromise.succeed(remote)
+                onEstablished?(self)
+            case .stream(let event):
+                handle(event)
+            case .close(let reason):
+                flushPending()
+                closeReason = reason
+                if reason != .closed {
+                    logger.warning("closing connection: \(reason)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+                } else {
+                    logger.debug("closing connection")
+                }
+                finish(reason, log: false)
+                channel.close(promise: nil)
+            }
+        }
+        flushPending()
+    }
+
+    private func finish(_ reason: ConnectionError, log: Bool) {
+        if log { logger.info("connection closed by peer") }
+        establishedPromise.fail(reason)
+        closedPromise.succeed(reason)
+        let all = streams.values
+        streams = [:]
+        for s in all { s.fail(.connectionClosed("\(reason)")) }
+        let p = pings
+        pings = [:]
+        for (_, v) in p { v.promise.fail(reason) }
+    }
+
+    private func handle(_ event: YamuxSession.Event) {
+        switch event {
+        case .streamOpened(let id):
+            let s = MuxedStream(id: id, connection: self, isInbound: true)
+            streams[id] = s
+            onInboundStream?(s)
+        case .data(let id, let data):
+            streams[id]?.received(data)
+        case .remoteClosed(let id):
+            guard let s = streams[id] else { return }
+            s.receivedFIN()
+            if s.localClosed { streams[id] = nil }
+        case .reset(let id):
+            streams.removeValue(forKey: id)?.fail(.reset)
+        case .flushed(let id):
+            streams[id]?.flushed()
+        case .pong(let opaque):
+            if let p = pings.removeValue(forKey: opaque) {
+                p.promise.succeed(.nanoseconds(Int64(NIODeadline.now().uptimeNanoseconds - p.sent.uptimeNanoseconds)))
+            }
+        case .goAway(let code):
+            logger.debug("peer sent GoAway", metadata: ["code": "\(code)"])
+        }
+    }
+
+    // MARK: Stream commands (event loop)
+
+    func streamWrite(_ id: UInt32, _ bytes: ByteBuffer) throws -> Int {
+        do {
+            let (pending, actions) = try machine.write(id, bytes)
+            perform(actions)
+            return pending
+        } catch {
+            throw StreamError.connectionClosed("\(error)")
+        }
+    }
+
+    func streamCloseWrite(_ id: UInt32) {
+        perform(machine.closeWrite(id))
+        if let s = streams[id], s.remoteClosed { streams[id] = nil }
+    }
+
+    func streamReset(_ id: UInt32) {
+        streams[id] = nil
+        perform(machine.reset(id))
+    }
+
+    func streamConsumed(_ id: UInt32, _ count: Int) {
+        perform(machine.consumed(id, count))
+    }
+
+    // MARK: Public API
+
+    /// Opens a stream and negotiates one of `protocols` on it.
+    public func openStream(_ protocols: [String], timeout: TimeAmount = .seconds(10)) async throws -> MuxedStream {
+        let stream = try await eventLoop.flatSubmit { () -> EventLoopFuture<MuxedStream> in
+            do {
+                let (id, actions) = try self.machine.openStream()
+                let s = MuxedStream(id: id, connection: self, isInbound: false)
+                self.streams[id] = s
+                self.perform(actions)
+                return self.eventLoop.makeSucceededFuture(s)
+            } catch {
+                return self.eventLoop.makeFailedFuture(StreamError.connectionClosed("\(error)"))
+            }
+        }.get()
+        do {
+            _ = try await withTimeout(timeout, on: eventLoop) { try await stream.negotiateOutbound(protocols) }
+        } catch {
+            stream.reset()
+            throw error
+        }
+        return stream
+    }
+
+    /// Round-trip time of a Yamux ping on this connection.
+    public func muxerPing() async throws -> TimeAmount {
+        try await eventLoop.flatSubmit { () -> EventLoopFuture<TimeAmount> in
+            let id = self.nextPingID
+            self.nextPingID &+= 1
+            let p = self.eventLoop.makePromise(of: TimeAmount.self)
+            self.pings[id] = (NIODeadline.now(), p)
+            self.perform(self.machine.ping(id))
+            return p.futureResult
+        }.get()
+    }
+
+    /// Graceful close: GoAway then close the socket.
+    public func close() async {
+        try? await eventLoop.submit { self.perform(self.machine.close()) }.get()
+        _ = try? await closed.get()
+    }
+}
+
+/// The channel handler: hands bytes and lifecycle events to the connection, nothing more.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    let connection: Connection
+    let handshakeTimeout: TimeAmount
+    var timer: Scheduled<Void>?
+
+    init(connection: Connection, handshakeTimeout: TimeAmount) {
+        self.connection = connection
+        self.handshakeTimeout = handshakeTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { activate(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        activate(context)
+        context.fireChannelActive()
+    }
+
+    private func activate(_ context: ChannelHandlerContext) {
+        guard timer == nil else { return }
+        let conn = connection
+        timer = context.eventLoop.scheduleTask(in: handshakeTimeout) { conn.handshakeTimedOut() }
+        connection.established.whenComplete { [timer] _ in timer?.cancel() }
+        connection.start()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.receive(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        connection.channelClosed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        connection.logger.debug("socket error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+/// Runs `body`, failing with `StreamError.timeout` if it takes longer than `timeout`.
+func withTimeout<T: Sendable>(_ timeout: TimeAmount, on loop: EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(timeout.nanoseconds))
+            throw StreamError.timeout
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

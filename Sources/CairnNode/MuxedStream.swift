@@ -1,0 +1,234 @@
+import CairnCore
+import NIOCore
+
+public enum StreamError: Error, Equatable, Sendable, CustomStringConvertible {
+    case reset
+    case connectionClosed(String)
+    case closedForWriting
+    case messageTooLarge(Int)
+    case unexpectedEOF
+    case negotiation(MultistreamSelect.Failure)
+    case timeout
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .reset: return "stream reset"
+        case .connectionClosed(let r): return "connection closed: \(r)"
+        case .closedForWriting: return "stream closed for writing"
+        case .messageTooLarge(let n): return "message exceeds \(n) bytes"
+        case .unexpectedEOF: return "stream ended early"
+        case .negotiation(let f): return "protocol negotiation: \(f)"
+        case .timeout: return "stream timed out"
+        case .protocolViolation(let s): return s
+        }
+    }
+}
+
+/// One Yamux stream as the application sees it: async reads and writes with back-pressure.
+/// Its state lives on the connection's event loop; public methods hop there.
+///
+/// Received bytes stay in `inbound` until read; only then is the window returned to the sender,
+/// so a slow reader bounds what the peer can make us buffer to one window.
+public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
+    public let id: UInt32
+    public let connection: Connection
+    public let isInbound: Bool
+    /// The protocol agreed by multistream-select, once negotiated.
+    public internal(set) var protocolID: String?
+
+    // Event-loop confined.
+    var inbound = ByteBuffer()
+    var remoteClosed = false
+    var localClosed = false
+    var failure: StreamError?
+    var readWaiter: EventLoopPromise<Void>?
+    var writeWaiters: [EventLoopPromise<Void>] = []
+
+    var eventLoop: EventLoop { connection.eventLoop }
+
+    init(id: UInt32, connection: Connection, isInbound: Bool) {
+        self.id = id
+        self.connection = connection
+        self.isInbound = isInbound
+    }
+
+    public var description: String { "stream \(id) \(protocolID ?? "?") on \(connection)" }
+
+    // MARK: Called by the connection on its event loop
+
+    func received(_ data: ByteBuffer) {
+        var d = data
+        inbound.writeBuffer(&d)
+        wakeReader()
+    }
+
+    func receivedFIN() {
+        remoteClosed = true
+        wakeReader()
+    }
+
+    func fail(_ error: StreamError) {
+        if failure == nil { failure = error }
+        wakeReader()
+        let waiters = writeWaiters
+        writeWaiters = []
+        waiters.forEach { $0.fail(error) }
+    }
+
+    func flushed() {
+        let waiters = writeWaiters
+        writeWaiters = []
+        waiters.forEach { $0.succeed() }
+    }
+
+    private func wakeReader() {
+        if let w = readWaiter {
+            readWaiter = nil
+            w.succeed()
+        }
+    }
+
+    // MARK: Reading
+
+    private func readOnLoop(max: Int) -> EventLoopFuture<ByteBuffer?> {
+        eventLoop.assertInEventLoop()
+        if inbound.readableBytes > 0 {
+            let n = Swift.min(max, inbound.readableBytes)
+            let chunk = inbound.readSlice(length: n)!
+            if inbound.readableBytes == 0 { inbound.clear() }
+            connection.streamConsumed(id, n)
+            return eventLoop.makeSucceededFuture(chunk)
+        }
+        if let failure { return eventLoop.makeFailedFuture(failure) }
+        if remoteClosed { return eventLoop.makeSucceededFuture(nil) }
+        let p = eventLoop.makePromise(of: Void.self)
+        readWaiter = p
+        return p.futureResult.flatMap { self.readOnLoop(max: max) }
+    }
+
+    /// Reads up to `max` bytes; nil at the end of the stream. Throws if the stream was reset.
+    public func read(max: Int = 64 * 1024) async throws -> ByteBuffer? {
+        try await eventLoop.flatSubmit { self.readOnLoop(max: max) }.get()
+    }
+
+    /// Puts bytes back in front of the unread data (bytes read past a message boundary).
+    func unread(_ bytes: [UInt8]) async {
+        guard !bytes.isEmpty else { return }
+        try? await eventLoop.submit {
+            var b = ByteBuffer(bytes: bytes)
+            b.writeBuffer(&self.inbound)
+            self.inbound = b
+            // The window for these bytes was already returned when they were first read.
+        }.get()
+    }
+
+    /// Reads exactly `count` bytes.
+    public func readExactly(_ count: Int) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
+            guard let chunk = try await read(max: count - out.count) else { throw StreamError.unexpectedEOF }
+            out += chunk.readableBytesView
+        }
+        return out
+    }
+
+    /// Reads until the remote closes, refusing more than `limit` bytes.
+    public func readToEnd(limit: Int) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        while let chunk = try await read() {
+            out += chunk.readableBytesView
+            if out.count > limit { throw StreamError.messageTooLarge(limit) }
+        }
+        return out
+    }
+
+    /// Reads one uvarint-length-prefixed message of at most `maxLength` bytes.
+    public func readLengthPrefixed(maxLength: Int) async throws -> [UInt8] {
+        var decoder = LengthPrefixedDecoder(maxLength: maxLength)
+        while true {
+            do {
+                if let message = try decoder.next() {
+                    await unread(decoder.takeRemainder())
+                    return message
+                }
+            } catch { throw StreamError.messageTooLarge(maxLength) }
+            guard let chunk = try await read() else { throw StreamError.unexpectedEOF }
+            decoder.append(chunk.readableBytesView)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes `bytes`; returns once they have left for the network (waits while the peer's
+    /// window is closed).
+    public func write(_ bytes: ByteBuffer) async throws {
+        try await eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
+            if self.localClosed { return self.eventLoop.makeFailedFuture(StreamError.closedForWriting) }
+            do {
+                let pending = try self.connection.streamWrite(self.id, bytes)
+                if pending == 0 { return self.eventLoop.makeSucceededVoidFuture() }
+                let p = self.eventLoop.makePromise(of: Void.self)
+                self.writeWaiters.append(p)
+                return p.futureResult
+            } catch {
+                return self.eventLoop.makeFailedFuture(error)
+            }
+        }.get()
+    }
+
+    public func write(_ bytes: [UInt8]) async throws { try await write(ByteBuffer(bytes: bytes)) }
+
+    public func writeLengthPrefixed(_ message: [UInt8]) async throws {
+        try await write(LengthPrefixedDecoder.frame(message))
+    }
+
+    /// Half-closes: sends FIN after queued data. Reading goes on.
+    public func closeWrite() async {
+        try? await eventLoop.submit {
+            guard !self.localClosed else { return }
+            self.localClosed = true
+            self.connection.streamCloseWrite(self.id)
+        }.get()
+    }
+
+    /// Aborts the stream in both directions (RST).
+    public func reset() {
+        eventLoop.execute {
+            self.fail(.reset)
+            self.connection.streamReset(self.id)
+        }
+    }
+
+    // MARK: Protocol negotiation
+
+    /// Proposes `protocols` in order; returns the agreed one.
+    func negotiateOutbound(_ protocols: [String]) async throws -> String {
+        var ms = MultistreamSelect.dialer(protocols)
+        try await write(ms.start())
+        return try await runNegotiation(&ms)
+    }
+
+    /// Answers the remote's proposals with `supported`; returns the agreed protocol.
+    func negotiateInbound(_ supported: [String]) async throws -> String {
+        var ms = MultistreamSelect.listener(supported)
+        try await write(ms.start())
+        return try await runNegotiation(&ms)
+    }
+
+    private func runNegotiation(_ ms: inout MultistreamSelect) async throws -> String {
+        while true {
+            guard let chunk = try await read() else { throw StreamError.unexpectedEOF }
+            let out: MultistreamSelect.Output
+            do { out = try ms.receive(Array(chunk.readableBytesView)) } catch { throw StreamError.negotiation(error) }
+            if !out.send.isEmpty { try await write(out.send) }
+            if let agreed = out.agreed {
+                await unread(agreed.remainder)
+                protocolID = agreed.protocolID
+                return agreed.protocolID
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import CairnCore
+import CairnCrypto
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A Cairn node: the swarm plus the basic protocols every libp2p node speaks — ping and identify
+/// (with push) — identifying every new connection automatically and keeping what it learns.
+public final class Node: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var agentVersion = "cairn/0.1.0"
+        public var protocolVersion = IdentifyInfo.defaultProtocolVersion
+        public var swarm = Swarm.Configuration()
+        public var identifyTimeout: TimeAmount = .seconds(10)
+        public init() {}
+    }
+
+    public let swarm: Swarm
+    public let configuration: Configuration
+    public let peerStore: PeerStore?
+    let logger: Logger
+
+    private struct State {
+        var identifyTasks: [Connection: Task<IdentifyInfo, Error>] = [:]
+        var record: VerifiedEnvelope?
+        var recordAddresses: [Multiaddr] = []
+    }
+    private let state = NIOLockedValueBox(State())
+
+    public init(identity: PrivateKey, configuration: Configuration = Configuration(), peerStore: PeerStore? = nil,
+                group: EventLoopGroup? = nil, logger: Logger) {
+        self.configuration = configuration
+        self.peerStore = peerStore
+        self.logger = logger
+        self.swarm = Swarm(identity: identity, configuration: configuration.swarm, group: group, logger: logger)
+        swarm.handle(Ping.protocolID) { stream in try await Self.servePing(stream) }
+        swarm.handle(IdentifyInfo.protocolID) { [unowned self] stream in try await self.serveIdentify(stream) }
+        swarm.handle(IdentifyInfo.pushProtocolID) { [unowned self] stream in try await self.receivePush(stream) }
+        swarm.onConnected { [weak self] c in self?.connectionEstablished(c) }
+    }
+
+    public var peerID: PeerID { swarm.peerID }
+    public var listenAddresses: [Multiaddr] { swarm.listenAddresses }
+
+    @discardableResult
+    public func listen(_ addresses: [Multiaddr]) async throws -> [Multiaddr] {
+        var all: [Multiaddr] = []
+        for a in addresses { all += try await swarm.listen(a) }
+        refreshSignedRecord()
+        return all
+    }
+
+    public func dial(_ address: Multiaddr) async throws -> Connection {
+        try await swarm.dial(address)
+    }
+
+    public func shutdown() async {
+        let tasks = state.withLockedValue { Array($0.identifyTasks.values) }
+        tasks.forEach { $0.cancel() }
+        await swarm.shutdown()
+    }
+
+    // MARK: Signed peer record
+
+    /// The node's current signed peer record (RFC 0003), re-signed with a higher seq whenever
+    /// its addresses change.
+    public var signedPeerRecord: VerifiedEnvelope {
+        if let r = state.withLockedValue({ $0.record }) { return r }
+        return refreshSignedRecord()
+    }
+
+    @discardableResult
+    func refreshSignedRecord() -> VerifiedEnvelope {
+        let addrs = swarm.listenAddresses
+        return state.withLockedValue { s in
+            if let r = s.record, s.recordAddresses == addrs { return r }
+            // seq is the time in nanoseconds (as go- and py-libp2p), kept strictly increasing.
+            var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000_000)
+            if let old = s.record, let oldRecord = try? PeerRecord(envelope: old), oldRecord.seq >= seq { seq = oldRecord.seq + 1 }
+            let record = PeerRecord(peerID: swarm.peerID, seq: seq, addresses: addrs).sign(with: swarm.identity)
+            s.record = record
+            s.recordAddresses = addrs
+            return record
+        }
+    }
+
+    // MARK: Ping
+
+    static func servePing(_ stream: MuxedStream) async throws {
+        while true {
+            let payload: [UInt8]
+            do { payload = try await stream.readExactly(Ping.payloadLength) } catch StreamError.unexpectedEOF { break }
+            try await stream.write(payload)
+        }
+        await stream.closeWrite()
+    }
+
+    /// Pings the peer on `connection` `count` times; returns each round-trip time.
+    public func ping(_ connection: Connection, count: Int = 1, interval: Duration = .zero) async throws -> [Duration] {
+        let stream = try await connection.openStream([Ping.protocolID])
+        var rtts: [Duration] = []
+        let clock = ContinuousClock()
+        for i in 0..<count {
+            if i > 0, interval > .zero { try await Task.sleep(for: interval) }
+            let payload = secureRandomBytes(Ping.payloadLength)
+            let start = clock.now
+            try await stream.write(payload)
+            let echo = try await withTimeout(.seconds(10), on: connection.eventLoop) { try await stream.readExactly(Ping.payloadLength) }
+            guard echo == payload else {
+                stream.reset()
+                throw StreamError.protocolViolation("ping reply does not match the payload")
+            }
+            rtts.append(clock.now - start)
+        }
+        await stream.closeWrite()
+        return rtts
+    }
+
+    // MARK: Identify
+
+    /// What this node tells `connection`'s peer about itself.
+    public func identifyMessage(for connection: Connection) -> IdentifyInfo {
+        IdentifyInfo(protocolVersion: configuration.protocolVersion, agentVersion: configuration.agentVersion,
+                     publicKey: swarm.identity.publicKey, listenAddrs: swarm.listenAddresses,
+                     observedAddr: connection.remoteAddress, protocols: swarm.supportedProtocols)
+    }
+
+    func serveIdentify(_ stream: MuxedStream) async throws {
+        let message = identifyMessage(for: stream.connection).encode(signedRecord: signedPeerRecord)
+        try await stream.writeLengthPrefixed(message)
+        await stream.closeWrite()
+    }
+
+    func receivePush(_ stream: MuxedStream) async throws {
+        guard let remote = stream.connection.remotePeer else { return }
+        let bytes = try await stream.readToEnd(limit: IdentifyInfo.maxMessageSize * 4)
+        let info = try IdentifyInfo.decodeStream(bytes, from: remote)
+        logger.info("identify push", metadata: ["peer": "\(remote)", "addrs": "\(info.listenAddrs.count)"])
+        record(info, from: remote)
+    }
+
+    /// Sends our current identify message to the peer unprompted (`/ipfs/id/push/1.0.0`).
+    public func pushIdentify(to connection: Connection) async throws {
+        let stream = try await connection.openStream([IdentifyInfo.pushProtocolID])
+        try await stream.writeLengthPrefixed(identifyMessage(for: connection).encode(signedRecord: signedPeerRecord))
+        await stream.closeWrite()
+    }
+
+    /// Asks the peer on `connection` to identify itself.
+    public func requestIdentify(_ connection: Connection) async throws -> IdentifyInfo {
+        guard let remote = connection.remotePeer else { throw StreamError.connectionClosed("not established") }
+        let stream = try await connection.openStream([IdentifyInfo.protocolID])
+        let bytes = try await withTimeout(configuration.identifyTimeout, on: connection.eventLoop) {
+            try await stream.readToEnd(limit: IdentifyInfo.maxMessageSize * 4)
+        }
+        let info = try IdentifyInfo.decodeStream(bytes, from: remote)
+        for why in info.skipped { logger.info("identify: skipped \(why)", metadata: ["peer": "\(remote)"]) }
+        if let err = info.signedPeerRecordError {
+            logger.warning("identify: rejected signed peer record: \(err)", metadata: ["peer": "\(remote)"])
+        }
+        return info
+    }
+
+    /// The result of the automatic identify exchange on `connection` (started when it came up).
+    public func identify(_ connection: Connection) async throws -> IdentifyInfo {
+        let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
+            if let t = s.identifyTasks[connection] { return t }
+            let t = Task { try await self.requestIdentify(connection) }
+            s.identifyTasks[connection] = t
+            return t
+        }
+        return try await task.value
+    }
+
+    private func connectionEstablished(_ connection: Connection) {
+        let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
+            let t = Task { () throws -> IdentifyInfo in
+                let info = try await self.requestIdentify(connection)
+                if let remote = connection.remotePeer { self.record(info, from: remote) }
+                return info
+            }
+            s.identifyTasks[connection] = t
+            return t
+        }
+        connection.closed.whenComplete { [weak self] _ in
+            _ = self?.state.withLockedValue { $0.identifyTasks.removeValue(forKey: connection) }
+        }
+        _ = task
+    }
+
+    private func record(_ info: IdentifyInfo, from remote: PeerID) {
+        logger.info("identified peer", metadata: [
+            "peer": "\(remote)", "agent": "\(info.agentVersion ?? "?")",
+            "protocols": "\(info.protocols.joined(separator: ","))",
+            "observed": "\(info.observedAddr?.description ?? "-")",
+        ])
+        guard let store = peerStore else { return }
+        do { try store.update(peer: remote, info: info, verifiedRecord: info.signedPeerRecordEnvelope) } catch {
+            logger.error("peer store update failed: \(error)")
+        }
+    }
+}

@@ -1,0 +1,238 @@
+import CairnCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+public enum SwarmError: Error, CustomStringConvertible {
+    case unsupportedAddress(Multiaddr)
+    case missingPeerID(Multiaddr)
+    case dialFailed(Multiaddr, String)
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .unsupportedAddress(let a): return "cannot dial or listen on \(a): only /ip4|ip6/…/tcp/… is supported"
+        case .missingPeerID(let a): return "\(a) has no /p2p/<peer-id>"
+        case .dialFailed(let a, let why): return "dial \(a) failed: \(why)"
+        case .shutDown: return "swarm is shut down"
+        }
+    }
+}
+
+public typealias StreamHandler = @Sendable (MuxedStream) async throws -> Void
+
+/// The one place that owns sockets and connections. Protocols register stream handlers; the swarm
+/// accepts and dials TCP, runs each connection's upgrade, negotiates protocols on inbound streams
+/// and hands them to their handler. A relayed circuit will plug in as one more transport.
+public final class Swarm: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var handshakeTimeout: TimeAmount = .seconds(10)
+        public var negotiationTimeout: TimeAmount = .seconds(10)
+        public var yamux = YamuxConfig()
+        /// Dial from the listen port (SO_REUSEADDR + SO_REUSEPORT), as hole punching needs.
+        public var reuseListenPort = true
+        public init() {}
+    }
+
+    public let identity: PrivateKey
+    public let configuration: Configuration
+    public let group: EventLoopGroup
+    let ownsGroup: Bool
+    let logger: Logger
+
+    private struct State {
+        var handlers: [String: StreamHandler] = [:]
+        var handlerOrder: [String] = []
+        var connections: Set<Connection> = []
+        var listeners: [Channel] = []
+        var listenAddresses: [Multiaddr] = []
+        var connectedObservers: [@Sendable (Connection) -> Void] = []
+        var shutDown = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    public init(identity: PrivateKey, configuration: Configuration = Configuration(), group: EventLoopGroup? = nil, logger: Logger) {
+        self.identity = identity
+        self.configuration = configuration
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.ownsGroup = group == nil
+        self.logger = logger
+    }
+
+    public var peerID: PeerID { identity.peerID }
+
+    /// Registers the handler for a protocol; inbound streams that negotiate it are handed over.
+    public func handle(_ protocolID: String, _ handler: @escaping StreamHandler) {
+        state.withLockedValue {
+            if $0.handlers[protocolID] == nil { $0.handlerOrder.append(protocolID) }
+            $0.handlers[protocolID] = handler
+        }
+    }
+
+    public var supportedProtocols: [String] { state.withLockedValue { $0.handlerOrder } }
+
+    /// Called for every newly established connection (after the upgrade).
+    public func onConnected(_ body: @escaping @Sendable (Connection) -> Void) {
+        state.withLockedValue { $0.connectedObservers.append(body) }
+    }
+
+    public var connections: [Connection] { state.withLockedValue { Array($0.connections) } }
+
+    public func connections(to peer: PeerID) -> [Connection] {
+        connections.filter { $0.remotePeer == peer }
+    }
+
+    /// The bound listen addresses, wildcard addresses expanded to interface addresses.
+    public var listenAddresses: [Multiaddr] { state.withLockedValue { $0.listenAddresses } }
+
+    // MARK: Listening
+
+    @discardableResult
+    public func listen(_ address: Multiaddr) async throws -> [Multiaddr] {
+        let socketAddress = try address.tcpSocketAddress()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(SocketOptions.reuseAddr, value: 1)
+            .serverChannelOption(SocketOptions.reusePort, value: configuration.reuseListenPort ? 1 : 0)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try self.setUpConnection(channel, direction: .inbound, role: .responder, expectedRemote: nil)
+                }
+            }
+        let channel = try await bootstrap.bind(to: socketAddress).get()
+        guard let local = channel.localAddress, let bound = Multiaddr(tcp: local) else {
+            throw SwarmError.unsupportedAddress(address)
+        }
+        let expanded = expandListenAddress(bound)
+        state.withLockedValue {
+            $0.listeners.append(channel)
+            $0.listenAddresses += expanded
+        }
+        logger.info("listening", metadata: ["addrs": "\(expanded.map { $0.description }.joined(separator: " "))"])
+        return expanded
+    }
+
+    /// The port of the first listener on the same IP family as `ip`, to dial from.
+    private func reusableLocalAddress(forFamilyOf ip: [UInt8]) -> SocketAddress? {
+        guard configuration.reuseListenPort else { return nil }
+        return state.withLockedValue { s -> SocketAddress? in
+            for l in s.listeners {
+                guard let a = l.localAddress, let m = Multiaddr(tcp: a), let (lip, _) = m.tcpEndpoint else { continue }
+                if lip.count == ip.count { return a }
+            }
+            return nil
+        }
+    }
+
+    // MARK: Dialing
+
+    /// Dials `address` (`/ip4|ip6/…/tcp/…[/p2p/<id>]`). With a peer ID, any other identity is refused.
+    public func dial(_ address: Multiaddr) async throws -> Connection {
+        guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
+        guard let (ip, _) = address.tcpEndpoint else { throw SwarmError.unsupportedAddress(address) }
+        let remote = try address.tcpSocketAddress()
+        let expected = address.peerID
+        if let local = reusableLocalAddress(forFamilyOf: ip) {
+            do {
+                return try await connect(remote, from: local, expected: expected)
+            } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL {
+                // The 4-tuple is taken (a second connection to the same peer): use an ephemeral port.
+                logger.debug("listen port busy for this destination, dialing from an ephemeral port")
+            } catch let e as ChannelError {
+                if case .connectTimeout = e { throw SwarmError.dialFailed(address, "\(e)") }
+                logger.debug("dial from listen port failed (\(e)), retrying from an ephemeral port")
+            }
+        }
+        do {
+            return try await connect(remote, from: nil, expected: expected)
+        } catch let e as ConnectionError {
+            throw SwarmError.dialFailed(address, "\(e)")
+        } catch let e as SwarmError {
+            throw e
+        } catch {
+            throw SwarmError.dialFailed(address, "\(error)")
+        }
+    }
+
+    private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?) async throws -> Connection {
+        let holder = NIOLockedValueBox<Connection?>(nil)
+        var bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(configuration.handshakeTimeout)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let c = try self.setUpConnection(channel, direction: .outbound, role: .initiator, expectedRemote: expected)
+                    holder.withLockedValue { $0 = c }
+                }
+            }
+        if let local {
+            bootstrap = bootstrap
+                .channelOption(SocketOptions.reuseAddr, value: 1)
+                .channelOption(SocketOptions.reusePort, value: 1)
+                .bind(to: local)
+        }
+        _ = try await bootstrap.connect(to: remote).get()
+        guard let connection = holder.withLockedValue({ $0 }) else { throw SwarmError.shutDown }
+        _ = try await connection.established.get()
+        return connection
+    }
+
+    @discardableResult
+    func setUpConnection(_ channel: Channel, direction: Connection.Direction, role: SecureConnectionMachine.Role,
+                         expectedRemote: PeerID?) throws -> Connection {
+        let connection = Connection(channel: channel, direction: direction, role: role, identity: identity,
+                                    expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger)
+        connection.onInboundStream = { [weak self] stream in self?.acceptStream(stream) }
+        connection.onEstablished = { [weak self] c in self?.established(c) }
+        connection.closed.whenComplete { [weak self] _ in
+            _ = self?.state.withLockedValue { $0.connections.remove(connection) }
+        }
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: configuration.handshakeTimeout))
+        return connection
+    }
+
+    private func established(_ connection: Connection) {
+        let observers = state.withLockedValue { s -> [@Sendable (Connection) -> Void] in
+            s.connections.insert(connection)
+            return s.connectedObservers
+        }
+        for o in observers { o(connection) }
+    }
+
+    private func acceptStream(_ stream: MuxedStream) {
+        let (handlers, order) = state.withLockedValue { ($0.handlers, $0.handlerOrder) }
+        let timeout = configuration.negotiationTimeout
+        let logger = self.logger
+        Task {
+            let proto: String
+            do {
+                proto = try await withTimeout(timeout, on: stream.eventLoop) { try await stream.negotiateInbound(order) }
+            } catch {
+                logger.debug("inbound stream negotiation failed: \(error)", metadata: ["peer": "\(stream.connection.remotePeer?.description ?? "?")"])
+                stream.reset()
+                return
+            }
+            guard let handler = handlers[proto] else { stream.reset(); return }
+            logger.debug("inbound stream", metadata: ["protocol": "\(proto)", "peer": "\(stream.connection.remotePeer?.description ?? "?")"])
+            do {
+                try await handler(stream)
+            } catch {
+                logger.info("\(proto) stream failed: \(error)", metadata: ["peer": "\(stream.connection.remotePeer?.description ?? "?")"])
+                stream.reset()
+            }
+        }
+    }
+
+    // MARK: Shutdown
+
+    public func shutdown() async {
+        let (listeners, conns) = state.withLockedValue { s -> ([Channel], [Connection]) in
+            s.shutDown = true
+            return (s.listeners, Array(s.connections))
+        }
+        for l in listeners { try? await l.close() }
+        for c in conns { await c.close() }
+        if ownsGroup { try? await group.shutdownGracefully() }
+    }
+}
