@@ -10,11 +10,13 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
 
     public let channel: Channel
     public let direction: Direction
-    public let localAddress: Multiaddr?
-    public let remoteAddress: Multiaddr?
+    /// The socket's addresses (known once the channel is active; NIO caches them thread-safely).
+    public var localAddress: Multiaddr? { channel.localAddress.flatMap { Multiaddr(tcp: $0) } }
+    public var remoteAddress: Multiaddr? { channel.remoteAddress.flatMap { Multiaddr(tcp: $0) } }
     /// A connection over a relayed circuit carries limits (duration, bytes); direct TCP does not.
     public let isLimited: Bool
-    let logger: Logger
+    /// Event-loop confined after start (its metadata gains the remote address then).
+    var logger: Logger
 
     // Event-loop confined.
     var machine: SecureConnectionMachine
@@ -37,14 +39,11 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
          expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, isLimited: Bool = false) {
         self.channel = channel
         self.direction = direction
-        self.localAddress = channel.localAddress.flatMap { Multiaddr(tcp: $0) }
-        self.remoteAddress = channel.remoteAddress.flatMap { Multiaddr(tcp: $0) }
         self.isLimited = isLimited
         self.machine = SecureConnectionMachine(role: role, identity: identity, expectedRemote: expectedRemote, yamuxConfig: yamux)
         self.establishedPromise = channel.eventLoop.makePromise(of: PeerID.self)
         self.closedPromise = channel.eventLoop.makePromise(of: ConnectionError.self)
         var l = logger
-        l[metadataKey: "remote"] = "\(remoteAddress?.description ?? "?")"
         l[metadataKey: "dir"] = "\(direction.rawValue)"
         self.logger = l
     }
@@ -63,7 +62,10 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
 
     // MARK: Driving the machine (event loop)
 
-    func start() { perform(machine.start()) }
+    func start() {
+        logger[metadataKey: "remote"] = "\(remoteAddress?.description ?? "?")"
+        perform(machine.start())
+    }
 
     func receive(_ bytes: ByteBuffer) { perform(machine.receive(bytes)) }
 

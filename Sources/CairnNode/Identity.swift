@@ -1,5 +1,8 @@
 import CairnCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum IdentityStoreError: Error, CustomStringConvertible {
     case unreadable(String)
@@ -44,7 +47,9 @@ public struct IdentityStore {
         guard fm.createFile(atPath: tmp.path, contents: Data(key.protobufBytes), attributes: [.posixPermissions: 0o600]) else {
             throw IdentityStoreError.unreadable("cannot write \(tmp.path)")
         }
-        _ = try fm.replaceItemAt(keyURL, withItemAt: tmp)
+        guard rename(tmp.path, keyURL.path) == 0 else {
+            throw IdentityStoreError.unreadable("cannot move \(tmp.path) into place: errno \(errno)")
+        }
         return (key, true)
     }
 }
