@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(
             name: "CairnNodeTests",
             dependencies: [
-                "CairnNode", "CairnCore",
+                "CairnNode", "CairnCore", "CairnProto", "CairnCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
