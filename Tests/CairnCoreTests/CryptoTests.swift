@@ -91,10 +91,15 @@ final class CryptoTests: XCTestCase {
             XCTAssertEqual(HMACSHA256.authenticate(key: bytes(hex: c.keyHex), message: bytes(hex: c.dataHex)),
                            bytes(hex: c.hmacSHA256Hex), c.name)
         }
-        // Changing the key changes the MAC.
+        // Changing a key byte changes the MAC. (Appending a zero byte would not: HMAC zero-pads keys.)
         let c = SpecVectors.RFC4231.cases[0]
-        XCTAssertNotEqual(HMACSHA256.authenticate(key: bytes(hex: c.keyHex) + [0], message: bytes(hex: c.dataHex)),
-                          bytes(hex: c.hmacSHA256Hex))
+        var key = bytes(hex: c.keyHex)
+        key[0] ^= 1
+        XCTAssertNotEqual(HMACSHA256.authenticate(key: key, message: bytes(hex: c.dataHex)), bytes(hex: c.hmacSHA256Hex))
+        // Keys longer than the 64-byte block are hashed first (RFC 4231 test case 6).
+        XCTAssertEqual(HMACSHA256.authenticate(key: [UInt8](repeating: 0xaa, count: 131),
+                                               message: utf8("Test Using Larger Than Block-Size Key - Hash Key First")),
+                       bytes(hex: "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"))
     }
 
     func testHKDFRFC5869TestCase1() {

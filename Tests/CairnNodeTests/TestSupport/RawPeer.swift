@@ -123,13 +123,10 @@ final class RawPeer: @unchecked Sendable {
         return try await awaitBytes(count: length, timeout: timeout)
     }
 
-    /// Whether the other side closed the socket within `timeout`. Bytes still arriving are
-    /// discarded (a node may send a GoAway before it closes).
+    /// Whether the other side closed the socket within `timeout` (bytes that arrive meanwhile,
+    /// such as a GoAway, stay buffered).
     func awaitClose(timeout: Duration = .seconds(5)) async -> Bool {
-        await poll(timeout: timeout) {
-            _ = collector.take(max: .max)
-            return collector.isClosed
-        }
+        await poll(timeout: timeout) { collector.isClosed }
     }
 
     var isClosed: Bool { collector.isClosed }

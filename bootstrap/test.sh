@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs every test: unit tests of the sans-I/O core, node tests over
+# loopback, and the interop tests against py-libp2p 0.8.1 (installed into a venv when missing).
+# The interop tests are required here: a missing Python peer fails the run instead of skipping.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+source bootstrap/setup.sh
+py="$(bash bootstrap/setup-interop.sh | tail -n 1)"
+export CAIRN_PY_VENV="$(dirname "$(dirname "$py")")"
+export CAIRN_REQUIRE_INTEROP=1
+swift build --build-tests
+swift test --skip-build "$@"
