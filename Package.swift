@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
+        .executable(name: "cairn-bench", targets: ["cairn-bench"]),
         .library(name: "CairnCore", targets: ["CairnCore"]),
         .library(name: "CairnNode", targets: ["CairnNode"]),
     ],
@@ -56,6 +57,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "cairn",
+            dependencies: [
+                "CairnNode", "CairnCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // Loopback benchmark: connection rate and stream throughput vs py-libp2p and raw TCP.
+        .executableTarget(
+            name: "cairn-bench",
             dependencies: [
                 "CairnNode", "CairnCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

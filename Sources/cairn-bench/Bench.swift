@@ -1,0 +1,180 @@
+import ArgumentParser
+import CairnCore
+import CairnNode
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Loopback benchmark (run it in release: `swift run -c release cairn-bench`):
+/// - connection establishments per second: TCP + multistream + Noise + Yamux + one ping, then close;
+/// - bulk throughput of one Yamux stream;
+/// - the same two figures for py-libp2p 0.8.1 (Tests/Interop/pybench.py) in the same run;
+/// - raw TCP loopback throughput (blocking sockets) as the ceiling.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cairn-bench", abstract: "Loopback benchmark: Cairn vs py-libp2p vs raw TCP.")
+
+    @Option(help: "Connections to establish (after 10 warm-up ones).") var conns = 500
+    @Option(help: "MiB sent over one Yamux stream.") var mib = 256
+    @Option(help: "MiB sent over raw TCP.") var rawMib = 2048
+    @Option(help: "py-libp2p connections.") var pyConns = 200
+    @Option(help: "py-libp2p MiB over one stream.") var pyMib = 64
+    @Flag(help: "Skip py-libp2p.") var noPy = false
+    @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
+
+    func run() async throws {
+        var quiet = Logger(label: "bench")
+        quiet.logLevel = .critical
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let server = Node(identity: .generate(), group: group, logger: quiet)
+        server.swarm.handle("/bench/sink/1.0.0") { stream in
+            var n: UInt64 = 0
+            while let chunk = try await stream.read() { n += UInt64(chunk.readableBytes) }
+            var out = ByteBuffer()
+            out.writeInteger(n)
+            try await stream.write(out)
+            await stream.closeWrite()
+        }
+        let addr = try await server.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(server.peerID))
+        let client = Node(identity: .generate(), group: group, logger: quiet)
+
+        // Connection rate.
+        let clock = ContinuousClock()
+        for _ in 0..<10 { try await oneConnection(client, addr) }
+        var latencies: [Double] = []
+        let t0 = clock.now
+        for _ in 0..<conns {
+            let s = clock.now
+            try await oneConnection(client, addr)
+            latencies.append(ms(clock.now - s))
+        }
+        let connRate = Double(conns) / seconds(clock.now - t0)
+        latencies.sort()
+
+        // One stream's throughput.
+        let conn = try await client.dial(addr)
+        let stream = try await conn.openStream(["/bench/sink/1.0.0"])
+        let chunk = ByteBuffer(repeating: 0xab, count: 256 * 1024)
+        let total = UInt64(mib) << 20
+        let t1 = clock.now
+        var sent: UInt64 = 0
+        while sent < total {
+            try await stream.write(chunk)
+            sent += UInt64(chunk.readableBytes)
+        }
+        await stream.closeWrite()
+        let ack = try await stream.readExactly(8)
+        let elapsed = seconds(clock.now - t1)
+        let count = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard count == total else { throw ValidationError("sink counted \(count) bytes, sent \(total)") }
+        let throughput = Double(mib) / elapsed
+        await conn.close()
+        await client.shutdown()
+        await server.shutdown()
+        try await group.shutdownGracefully()
+
+        let raw = try rawTCPThroughput(mib: rawMib)
+
+        var py: [String: Any]?
+        if !noPy { py = runPyBench() }
+
+        let result: [String: Any] = [
+            "cairn": ["conns": conns, "connections_per_second": connRate, "median_connect_ms": latencies[latencies.count / 2],
+                      "p99_connect_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
+                      "mib": mib, "stream_throughput_mib_s": throughput],
+            "raw_tcp": ["mib": rawMib, "throughput_mib_s": raw],
+            "py_libp2p": py ?? NSNull(),
+        ]
+        print(String(format: "cairn:     %.0f connections/s (median %.2f ms), one stream %.0f MiB/s", connRate, latencies[latencies.count / 2], throughput))
+        if let py, let c = py["connections_per_second"] as? Double, let t = py["stream_throughput_mib_s"] as? Double {
+            print(String(format: "py-libp2p: %.0f connections/s, one stream %.1f MiB/s", c, t))
+        } else if !noPy {
+            print("py-libp2p: not measured (venv missing or run failed)")
+        }
+        print(String(format: "raw TCP:   %.0f MiB/s", raw))
+        print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+    }
+
+    func oneConnection(_ client: Node, _ addr: Multiaddr) async throws {
+        let c = try await client.dial(addr)
+        _ = try await client.ping(c, count: 1)
+        await c.close()
+    }
+
+    func runPyBench() -> [String: Any]? {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let venv = pyVenv ?? ProcessInfo.processInfo.environment["CAIRN_PY_VENV"] ?? repo.appendingPathComponent(".venv-interop").path
+        let py = venv + "/bin/python"
+        guard FileManager.default.isExecutableFile(atPath: py) else {
+            FileHandle.standardError.write(Data("py-libp2p venv not found at \(venv); run bootstrap/setup-interop.sh\n".utf8))
+            return nil
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: py)
+        p.arguments = [repo.appendingPathComponent("Tests/Interop/pybench.py").path, "--conns", "\(pyConns)", "--mib", "\(pyMib)"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { return nil }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n").reversed() {
+            if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], o["connections_per_second"] != nil { return o }
+        }
+        return nil
+    }
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+func ms(_ d: Duration) -> Double { seconds(d) * 1000 }
+
+/// Raw loopback TCP with blocking sockets: one writer thread, one reader thread.
+func rawTCPThroughput(mib: Int) throws -> Double {
+    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
+    listen(listener, 1)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+    let total = mib << 20
+    let reader = Thread {
+        let fd = accept(listener, nil, nil)
+        var buf = [UInt8](repeating: 0, count: 256 * 1024)
+        var n = 0
+        while true {
+            let r = read(fd, &buf, buf.count)
+            if r <= 0 { break }
+            n += r
+        }
+        var ack = UInt64(n).bigEndian
+        _ = write(fd, &ack, 8)
+        close(fd)
+    }
+    reader.start()
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) } }
+    guard rc == 0 else { throw ValidationError("raw connect failed") }
+    let buf = [UInt8](repeating: 0xab, count: 256 * 1024)
+    let start = DispatchTime.now()
+    var sent = 0
+    while sent < total {
+        let w = buf.withUnsafeBytes { write(fd, $0.baseAddress, min($0.count, total - sent)) }
+        guard w > 0 else { throw ValidationError("raw write failed") }
+        sent += w
+    }
+    shutdown(fd, Int32(SHUT_WR))
+    var ack: UInt64 = 0
+    _ = read(fd, &ack, 8)
+    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+    close(fd)
+    close(listener)
+    guard Int(UInt64(bigEndian: ack)) == total else { throw ValidationError("raw reader counted \(UInt64(bigEndian: ack))") }
+    return Double(mib) / elapsed
+}
