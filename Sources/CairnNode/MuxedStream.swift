@@ -91,8 +91,9 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
 
     // MARK: Reading
 
-    private func readOnLoop(max: Int) -> EventLoopFuture<ByteBuffer?> {
+    private func readOnLoop(max: Int, _ call: PendingCall) -> EventLoopFuture<ByteBuffer?> {
         eventLoop.assertInEventLoop()
+        if call.cancelled { return eventLoop.makeFailedFuture(CancellationError()) }
         if inbound.readableBytes > 0 {
             let n = Swift.min(max, inbound.readableBytes)
             let chunk = inbound.readSlice(length: n)!
@@ -104,12 +105,29 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
         if remoteClosed { return eventLoop.makeSucceededFuture(nil) }
         let p = eventLoop.makePromise(of: Void.self)
         readWaiter = p
-        return p.futureResult.flatMap { self.readOnLoop(max: max) }
+        return p.futureResult.flatMap { self.readOnLoop(max: max, call) }
     }
 
-    /// Reads up to `max` bytes; nil at the end of the stream. Throws if the stream was reset.
+    /// One read or write waiting on the event loop, so that task cancellation can end the wait
+    /// (event-loop futures ignore cancellation; without this a timeout could never interrupt a
+    /// read from a silent peer). Event-loop confined.
+    final class PendingCall: @unchecked Sendable {
+        var cancelled = false
+        var writeWaiter: EventLoopPromise<Void>?
+    }
+
+    /// Reads up to `max` bytes; nil at the end of the stream. Throws if the stream was reset,
+    /// and `CancellationError` if the task is cancelled while waiting.
     public func read(max: Int = 64 * 1024) async throws -> ByteBuffer? {
-        try await eventLoop.flatSubmit { self.readOnLoop(max: max) }.get()
+        let call = PendingCall()
+        return try await withTaskCancellationHandler {
+            try await eventLoop.flatSubmit { self.readOnLoop(max: max, call) }.get()
+        } onCancel: {
+            self.eventLoop.execute {
+                call.cancelled = true
+                self.wakeReader()
+            }
+        }
     }
 
     /// Puts bytes back in front of the unread data (bytes read past a message boundary).
@@ -162,9 +180,25 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     // MARK: Writing
 
     /// Writes `bytes`; returns once they have left for the network (waits while the peer's
-    /// window is closed).
+    /// window is closed; task cancellation ends the wait, the bytes stay queued).
     public func write(_ bytes: ByteBuffer) async throws {
+        let call = PendingCall()
+        try await withTaskCancellationHandler {
+            try await writeOnLoop(bytes, call)
+        } onCancel: {
+            self.eventLoop.execute {
+                call.cancelled = true
+                if let p = call.writeWaiter, let i = self.writeWaiters.firstIndex(of: p) {
+                    self.writeWaiters.remove(at: i)
+                    p.fail(CancellationError())
+                }
+            }
+        }
+    }
+
+    private func writeOnLoop(_ bytes: ByteBuffer, _ call: PendingCall) async throws {
         try await eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            if call.cancelled { return self.eventLoop.makeFailedFuture(CancellationError()) }
             if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
             if self.localClosed { return self.eventLoop.makeFailedFuture(StreamError.closedForWriting) }
             do {
@@ -172,6 +206,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
                 if pending == 0 { return self.eventLoop.makeSucceededVoidFuture() }
                 let p = self.eventLoop.makePromise(of: Void.self)
                 self.writeWaiters.append(p)
+                call.writeWaiter = p
                 return p.futureResult
             } catch {
                 return self.eventLoop.makeFailedFuture(error)

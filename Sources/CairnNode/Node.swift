@@ -134,10 +134,27 @@ public final class Node: @unchecked Sendable {
 
     func receivePush(_ stream: MuxedStream) async throws {
         guard let remote = stream.connection.remotePeer else { return }
-        let bytes = try await stream.readToEnd(limit: IdentifyInfo.maxMessageSize * 4)
+        let bytes = try await withTimeout(configuration.identifyTimeout, on: stream.eventLoop) {
+            try await Self.readIdentifyStream(stream)
+        }
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)
         logger.info("identify push", metadata: ["peer": "\(remote)", "addrs": "\(info.listenAddrs.count)"])
         record(info, from: remote)
+    }
+
+    /// Reads an identify stream to its end: length-prefixed messages of at most
+    /// `IdentifyInfo.maxMessageSize` each, a prefix over the limit refused as soon as it arrives.
+    static func readIdentifyStream(_ stream: MuxedStream) async throws -> [UInt8] {
+        let limit = IdentifyInfo.maxMessageSize
+        var decoder = LengthPrefixedDecoder(maxLength: limit)
+        var bytes: [UInt8] = []
+        while let chunk = try await stream.read() {
+            bytes += chunk.readableBytesView
+            if bytes.count > limit * 4 { throw StreamError.messageTooLarge(limit * 4) }
+            decoder.append(chunk.readableBytesView)
+            do { while try decoder.next() != nil {} } catch { throw StreamError.messageTooLarge(limit) }
+        }
+        return bytes
     }
 
     /// Sends our current identify message to the peer unprompted (`/ipfs/id/push/1.0.0`).
@@ -152,7 +169,7 @@ public final class Node: @unchecked Sendable {
         guard let remote = connection.remotePeer else { throw StreamError.connectionClosed("not established") }
         let stream = try await connection.openStream([IdentifyInfo.protocolID])
         let bytes = try await withTimeout(configuration.identifyTimeout, on: connection.eventLoop) {
-            try await stream.readToEnd(limit: IdentifyInfo.maxMessageSize * 4)
+            try await Self.readIdentifyStream(stream)
         }
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)
         for why in info.skipped { logger.info("identify: skipped \(why)", metadata: ["peer": "\(remote)"]) }
@@ -168,6 +185,7 @@ public final class Node: @unchecked Sendable {
             if let t = s.identifyTasks[connection] { return t }
             let t = Task { try await self.requestIdentify(connection) }
             s.identifyTasks[connection] = t
+            track(t)
             return t
         }
         return try await task.value
@@ -181,12 +199,21 @@ public final class Node: @unchecked Sendable {
                 return info
             }
             s.identifyTasks[connection] = t
+            track(t)
             return t
         }
         connection.closed.whenComplete { [weak self] _ in
             _ = self?.state.withLockedValue { $0.identifyTasks.removeValue(forKey: connection) }
         }
         _ = task
+    }
+
+    /// Has the swarm's shutdown cancel `task` and wait for it before the event loops go away.
+    private func track<T: Sendable>(_ task: Task<T, Error>) {
+        let tracked = swarm.tasks.spawn {
+            await withTaskCancellationHandler { _ = await task.result } onCancel: { task.cancel() }
+        }
+        if !tracked { task.cancel() }
     }
 
     private func record(_ info: IdentifyInfo, from remote: PeerID) {

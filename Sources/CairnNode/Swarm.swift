@@ -51,6 +51,9 @@ public final class Swarm: @unchecked Sendable {
         var shutDown = false
     }
     private let state = NIOLockedValueBox(State())
+    /// Stream handlers and other work still using connections: shutdown waits for them before
+    /// the event loops go away (a task touching a shut-down loop leaks its promise).
+    let tasks = TaskSet()
 
     public init(identity: PrivateKey, configuration: Configuration = Configuration(), group: EventLoopGroup? = nil, logger: Logger) {
         self.identity = identity
@@ -204,7 +207,7 @@ public final class Swarm: @unchecked Sendable {
         let (handlers, order) = state.withLockedValue { ($0.handlers, $0.handlerOrder) }
         let timeout = configuration.negotiationTimeout
         let logger = self.logger
-        Task {
+        let started = tasks.spawn {
             let proto: String
             do {
                 proto = try await withTimeout(timeout, on: stream.eventLoop) { try await stream.negotiateInbound(order) }
@@ -222,6 +225,7 @@ public final class Swarm: @unchecked Sendable {
                 stream.reset()
             }
         }
+        if !started { stream.reset() }
     }
 
     // MARK: Shutdown
@@ -233,6 +237,43 @@ public final class Swarm: @unchecked Sendable {
         }
         for l in listeners { try? await l.close() }
         for c in conns { await c.close() }
+        await tasks.cancelAndWait()
         if ownsGroup { try? await group.shutdownGracefully() }
+    }
+}
+
+/// Tasks that must finish before their event loops shut down. Once `cancelAndWait` has begun,
+/// nothing new is started.
+final class TaskSet: Sendable {
+    private struct State {
+        var next: UInt64 = 0
+        var running: [UInt64: Task<Void, Never>] = [:]
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// Starts `body` unless the set is closed; returns whether it started.
+    @discardableResult
+    func spawn(_ body: @escaping @Sendable () async -> Void) -> Bool {
+        state.withLockedValue { s in
+            guard !s.closed else { return false }
+            let id = s.next
+            s.next += 1
+            s.running[id] = Task {
+                await body()
+                _ = self.state.withLockedValue { $0.running.removeValue(forKey: id) }
+            }
+            return true
+        }
+    }
+
+    /// Closes the set, cancels what is running and waits for all of it.
+    func cancelAndWait() async {
+        let running = state.withLockedValue { s -> [Task<Void, Never>] in
+            s.closed = true
+            return Array(s.running.values)
+        }
+        for t in running { t.cancel() }
+        for t in running { await t.value }
     }
 }
