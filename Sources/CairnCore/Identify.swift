@@ -126,8 +126,10 @@ public struct IdentifyInfo: Sendable, Equatable {
         var messages: [[UInt8]] = []
         do {
             while let m = try decoder.next() { messages.append(m) }
+        } catch .tooLarge(let length, _) {
+            throw .tooLarge(Int(clamping: length))
         } catch {
-            throw .tooLarge(bytes.count)
+            throw .malformed("bad length prefix")
         }
         guard decoder.bufferedBytes == 0, !messages.isEmpty else { throw .malformed("truncated length-prefixed message") }
         var merged = try decode(messages[0], from: remote)
