@@ -1,0 +1,446 @@
+import CairnCrypto
+import Foundation
+
+/// Configuration of the Kademlia behaviour.
+public struct KademliaConfiguration: Sendable {
+    public enum Mode: Sendable, Equatable { case server, client }
+
+    public var protocolID = "/ipfs/kad/1.0.0"
+    /// A server answers requests and announces the protocol; a client only asks. The swarm can
+    /// switch this when reachability is known.
+    public var mode: Mode = .server
+    public var routing = RoutingTable.Configuration()
+    public var lookup = Lookup.Configuration()
+    public var refreshInterval: TimeInterval = 600
+    public var providerTTL: TimeInterval = 48 * 3600
+    public var validator = RecordValidator()
+    /// Buckets deeper than this are not refreshed with random keys (finding a key with a longer
+    /// common prefix costs 2^depth hashes, and such buckets are nearly empty anyway).
+    public var maxRefreshDepth = 15
+
+    public init() {}
+}
+
+public struct QueryID: Hashable, Sendable, CustomStringConvertible {
+    public let raw: UInt64
+    public var description: String { "q\(raw)" }
+}
+
+public struct QueryStats: Sendable, Equatable {
+    public var requests = 0
+    public var failures = 0
+    /// Hops to the closest peer that answered: 1 when a peer from our own table was closest.
+    public var hops = 0
+    public var started: Date
+    public var finished: Date?
+}
+
+public enum QueryResult: Sendable, Equatable {
+    case closestPeers([KadPeer])
+    /// The best (highest seq) valid record found, if any.
+    case value(DHTRecord?)
+    case providers([ProviderRecord])
+    /// A PUT_VALUE or ADD_PROVIDER: how many of the closest peers acknowledged it.
+    case stored(acks: Int, attempted: Int)
+}
+
+public enum KadAction: Sendable, Equatable {
+    /// Send `message` to `peer` and report back with `responseReceived` or `requestFailed`.
+    case request(QueryID, peer: PeerID, addresses: [Multiaddr], message: KadMessage)
+    case finished(QueryID, QueryResult, QueryStats)
+    /// The bucket is full: check whether `peer` is alive, then call `livenessChecked`.
+    case checkLiveness(PeerID, [Multiaddr])
+}
+
+/// What to do with a received request.
+public enum KadResponse: Sendable, Equatable {
+    case respond(KadMessage)
+    /// A valid request that has no reply (ADD_PROVIDER).
+    case noResponse
+    /// Refuse: reset the stream and log the reason.
+    case reject(String)
+}
+
+/// The Kademlia DHT as a behaviour that never does I/O: it serves requests against a `DHTStore`,
+/// keeps the routing table, runs iterative queries and asks its owner (a real swarm, or the
+/// simulator) to send requests. Time comes in with every call.
+public struct KademliaBehaviour: Sendable {
+    public let local: PeerID
+    public var configuration: KademliaConfiguration
+    public private(set) var routingTable: RoutingTable
+    public let store: any DHTStore
+    /// Our own addresses, given to peers in provider records.
+    public var localAddresses: [Multiaddr] = []
+
+    enum Kind: Sendable {
+        case findNode(key: [UInt8])
+        case getValue(key: [UInt8])
+        case getProviders(key: [UInt8])
+        case putValue(DHTRecord)
+        case addProvider(key: [UInt8])
+        case refresh(bucket: Int)
+    }
+
+    struct Query: Sendable {
+        var kind: Kind
+        var lookup: Lookup
+        var storing: (outstanding: [PeerID: Date], acks: Int, attempted: Int)?
+        var best: DHTRecord?
+        var providers: [PeerID: ProviderRecord] = [:]
+        var stats: QueryStats
+    }
+
+    var queries: [QueryID: Query] = [:]
+    var nextQuery: UInt64 = 1
+
+    public init(local: PeerID, store: any DHTStore, configuration: KademliaConfiguration = KademliaConfiguration(), now: Date = Date()) {
+        self.local = local
+        self.store = store
+        self.configuration = configuration
+        self.routingTable = RoutingTable(local: local, configuration: configuration.routing, now: now)
+    }
+
+    public var activeQueries: Int { queries.count }
+
+    // MARK: Routing table
+
+    /// A peer that speaks the DHT in server mode was seen (identify, or it answered us).
+    public mutating func peerSeen(_ peer: PeerID, addresses: [Multiaddr], now: Date) -> [KadAction] {
+        switch routingTable.update(peer, addresses: addresses, now: now) {
+        case .pendingLivenessCheck(let oldest):
+            return [.checkLiveness(oldest, routingTable.entry(oldest)?.addresses ?? [])]
+        default:
+            return []
+        }
+    }
+
+    public mutating func livenessChecked(_ peer: PeerID, alive: Bool, now: Date) {
+        routingTable.livenessChecked(peer, alive: alive, now: now)
+    }
+
+    /// A peer left the DHT (it stopped announcing the protocol, or requests to it failed).
+    public mutating func peerGone(_ peer: PeerID) { routingTable.remove(peer) }
+
+    /// Replaces the routing table's contents (restoring a snapshot).
+    public mutating func restore(_ entries: [(PeerID, [Multiaddr])], now: Date) {
+        for (p, a) in entries { _ = routingTable.update(p, addresses: a, now: now) }
+    }
+
+    func closerPeers(to key: DHTKey, excluding: PeerID?) -> [KadPeer] {
+        routingTable.closest(to: key, count: configuration.routing.k + 1)
+            .filter { $0.peer != excluding }
+            .prefix(configuration.routing.k)
+            .map { KadPeer(id: $0.peer, addresses: $0.addresses) }
+    }
+
+    // MARK: Serving
+
+    /// Answers a request from `peer`.
+    public mutating func handleRequest(_ request: KadMessage, from peer: PeerID, addresses: [Multiaddr], now: Date) -> KadResponse {
+        guard configuration.mode == .server else { return .reject("not a DHT server") }
+        let target = DHTKey(hashing: request.key)
+        switch request.kind {
+        case .ping:
+            return .respond(KadMessage(kind: .ping))
+        case .findNode:
+            return .respond(KadMessage(kind: .findNode, key: request.key, closerPeers: closerPeers(to: target, excluding: peer)))
+        case .getValue:
+            var reply = KadMessage(kind: .getValue, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
+            do {
+                if let r = try store.record(forKey: request.key, now: now) { reply.recordValue = r.value }
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .respond(reply)
+        case .putValue:
+            guard let value = request.recordValue else { return .reject("PUT_VALUE without a record") }
+            do {
+                try storeValidated(key: request.key, value: value, now: now)
+            } catch {
+                return .reject("PUT_VALUE refused: \(error)")
+            }
+            return .respond(request)
+        case .addProvider:
+            let own = request.providerPeers.filter { $0.id == peer }
+            guard !own.isEmpty else { return .reject("ADD_PROVIDER lists no provider matching the sender") }
+            let addrs = own[0].addresses.isEmpty ? addresses : own[0].addresses
+            do {
+                try store.addProvider(ProviderRecord(key: request.key, provider: peer, addresses: addrs,
+                                                     expiresAt: now.addingTimeInterval(configuration.providerTTL)))
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .noResponse
+        case .getProviders:
+            var reply = KadMessage(kind: .getProviders, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
+            do {
+                reply.providerPeers = try store.providers(forKey: request.key, now: now, limit: KadMessage.maxPeers)
+                    .map { KadPeer(id: $0.provider, addresses: $0.addresses) }
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .respond(reply)
+        }
+    }
+
+    /// Validates and stores a value unless a stored record wins over it.
+    public func storeValidated(key: [UInt8], value: [UInt8], now: Date) throws {
+        let record = try configuration.validator.validate(key: key, value: value, now: now)
+        if let existing = try store.record(forKey: key, now: now), !configuration.validator.shouldReplace(existing: existing, with: record) {
+            if existing.value == record.value { return }
+            throw RecordError.staleSequence(stored: existing.seq, offered: record.seq)
+        }
+        try store.putRecord(record)
+    }
+
+    // MARK: Queries
+
+    public mutating func findNode(_ target: PeerID, now: Date) -> (QueryID, [KadAction]) {
+        startQuery(.findNode(key: target.bytes), target: DHTKey(peer: target), now: now)
+    }
+
+    /// Finds the peers closest to an arbitrary key.
+    public mutating func findClosest(key: [UInt8], now: Date) -> (QueryID, [KadAction]) {
+        startQuery(.findNode(key: key), target: DHTKey(hashing: key), now: now)
+    }
+
+    public mutating func getValue(_ key: [UInt8], now: Date) -> (QueryID, [KadAction]) {
+        let id = QueryID(raw: nextQuery)
+        var (qid, actions) = startQuery(.getValue(key: key), target: DHTKey(hashing: key), now: now)
+        precondition(qid == id)
+        // Our own store counts as one answer.
+        if let r = try? store.record(forKey: key, now: now), queries[qid] != nil { queries[qid]!.best = r }
+        if queries[qid] == nil, let i = actions.firstIndex(where: { if case .finished = $0 { return true }; return false }),
+           case .finished(let q, _, let stats) = actions[i] {
+            actions[i] = .finished(q, .value(try? store.record(forKey: key, now: now)), stats)
+        }
+        return (qid, actions)
+    }
+
+    public mutating func getProviders(_ key: [UInt8], now: Date) -> (QueryID, [KadAction]) {
+        var (qid, actions) = startQuery(.getProviders(key: key), target: DHTKey(hashing: key), now: now)
+        let local = (try? store.providers(forKey: key, now: now, limit: KadMessage.maxPeers)) ?? []
+        if queries[qid] != nil {
+            for p in local { queries[qid]!.providers[p.provider] = p }
+        } else if let i = actions.firstIndex(where: { if case .finished = $0 { return true }; return false }),
+                  case .finished(let q, _, let stats) = actions[i] {
+            actions[i] = .finished(q, .providers(local), stats)
+        }
+        return (qid, actions)
+    }
+
+    /// Validates, stores locally (as a server) and replicates a record to the k closest peers.
+    public mutating func putValue(key: [UInt8], value: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
+        let record = try configuration.validator.validate(key: key, value: value, now: now)
+        if configuration.mode == .server { try storeValidated(key: key, value: value, now: now) }
+        return startQuery(.putValue(record), target: DHTKey(hashing: key), now: now)
+    }
+
+    /// Announces this node as a provider of `key` to the k closest peers.
+    public mutating func addProvider(key: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
+        guard key.count <= KadMessage.maxKeyLength else { throw KadMessageError.keyTooLong(key.count) }
+        if configuration.mode == .server {
+            try store.addProvider(ProviderRecord(key: key, provider: local, addresses: localAddresses,
+                                                 expiresAt: now.addingTimeInterval(configuration.providerTTL)))
+        }
+        return startQuery(.addProvider(key: key), target: DHTKey(hashing: key), now: now)
+    }
+
+    /// Looks up our own ID, then refreshes every bucket: what a node does on joining.
+    public mutating func bootstrap(now: Date) -> [KadAction] {
+        var actions = findNode(local, now: now).1
+        for i in 0...min(configuration.maxRefreshDepth, 255) { routingTable.markRefreshed(bucket: i, now: .distantPast) }
+        actions += refreshBuckets(now: now, force: true)
+        return actions
+    }
+
+    private mutating func startQuery(_ kind: Kind, target: DHTKey, now: Date) -> (QueryID, [KadAction]) {
+        let id = QueryID(raw: nextQuery)
+        nextQuery += 1
+        let seeds = routingTable.closest(to: target, count: configuration.lookup.k).map { ($0.peer, $0.addresses) }
+        var q = Query(kind: kind, lookup: Lookup(target: target, seeds: seeds, local: local, configuration: configuration.lookup),
+                      stats: QueryStats(started: now))
+        let first = q.lookup.start(now: now)
+        queries[id] = q
+        q = queries[id]!
+        return (id, process(id, first, now))
+    }
+
+    func requestMessage(for kind: Kind) -> KadMessage {
+        switch kind {
+        case .findNode(let key): return KadMessage(kind: .findNode, key: key)
+        case .getValue(let key): return KadMessage(kind: .getValue, key: key)
+        case .getProviders(let key): return KadMessage(kind: .getProviders, key: key)
+        case .putValue(let r): return KadMessage(kind: .findNode, key: r.key)
+        case .addProvider(let key): return KadMessage(kind: .findNode, key: key)
+        case .refresh: return KadMessage(kind: .findNode, key: [])  // key set by the caller
+        }
+    }
+
+    private var refreshKeys: [QueryID: [UInt8]] = [:]
+
+    /// Turns lookup actions into requests; when the lookup is done, moves to the storing phase or
+    /// finishes.
+    private mutating func process(_ id: QueryID, _ lookupActions: [Lookup.Action], _ now: Date) -> [KadAction] {
+        guard var q = queries[id] else { return [] }
+        var out: [KadAction] = []
+        for a in lookupActions {
+            switch a {
+            case .query(let peer, let addrs):
+                var msg = requestMessage(for: q.kind)
+                if case .refresh = q.kind { msg.key = refreshKeys[id] ?? [] }
+                q.stats.requests += 1
+                out.append(.request(id, peer: peer, addresses: addrs, message: msg))
+            case .finished:
+                let closest = q.lookup.closestResponded
+                q.stats.hops = closest.first?.hop ?? 0
+                switch q.kind {
+                case .putValue(let record):
+                    let targets = closest.prefix(configuration.routing.k)
+                    q.storing = (Dictionary(uniqueKeysWithValues: targets.map { ($0.peer, now) }), 0, targets.count)
+                    for t in targets {
+                        q.stats.requests += 1
+                        out.append(.request(id, peer: t.peer, addresses: t.addresses,
+                                            message: KadMessage(kind: .putValue, key: record.key, recordValue: record.value)))
+                    }
+                case .addProvider(let key):
+                    let targets = closest.prefix(configuration.routing.k)
+                    q.storing = (Dictionary(uniqueKeysWithValues: targets.map { ($0.peer, now) }), 0, targets.count)
+                    let me = KadPeer(id: local, addresses: localAddresses)
+                    for t in targets {
+                        q.stats.requests += 1
+                        out.append(.request(id, peer: t.peer, addresses: t.addresses,
+                                            message: KadMessage(kind: .addProvider, key: key, providerPeers: [me])))
+                    }
+                default:
+                    break
+                }
+            }
+        }
+        queries[id] = q
+        if q.lookup.isFinished && (q.storing == nil || q.storing!.outstanding.isEmpty) {
+            out.append(finish(id, now))
+        }
+        return out
+    }
+
+    private mutating func finish(_ id: QueryID, _ now: Date) -> KadAction {
+        var q = queries.removeValue(forKey: id)!
+        refreshKeys[id] = nil
+        q.stats.finished = now
+        let closest = q.lookup.closestResponded.map { KadPeer(id: $0.peer, addresses: $0.addresses) }
+        let result: QueryResult
+        switch q.kind {
+        case .findNode, .refresh: result = .closestPeers(closest)
+        case .getValue: result = .value(q.best)
+        case .getProviders: result = .providers(Array(q.providers.values))
+        case .putValue, .addProvider: result = .stored(acks: q.storing?.acks ?? 0, attempted: q.storing?.attempted ?? 0)
+        }
+        return .finished(id, result, q.stats)
+    }
+
+    /// `peer` answered a request of query `id`. `response` is nil for requests without a reply
+    /// (ADD_PROVIDER), once the request was delivered.
+    public mutating func responseReceived(_ id: QueryID, from peer: PeerID, response: KadMessage?, now: Date) -> [KadAction] {
+        guard var q = queries[id] else { return [] }
+        var out: [KadAction] = []
+        if var storing = q.storing {
+            guard storing.outstanding.removeValue(forKey: peer) != nil else { return [] }
+            if case .putValue(let r) = q.kind {
+                if response?.kind == .putValue, response?.key == r.key { storing.acks += 1 }
+            } else {
+                storing.acks += 1
+            }
+            q.storing = storing
+            queries[id] = q
+            if storing.outstanding.isEmpty { out.append(finish(id, now)) }
+            return out
+        }
+        guard let response else { return requestFailed(id, peer: peer, now: now) }
+        // A peer that answers is a DHT server: it belongs in the routing table.
+        let addrs = q.lookup.candidates.first { $0.peer == peer }?.addresses ?? []
+        out += peerSeen(peer, addresses: addrs, now: now)
+        switch q.kind {
+        case .getValue(let key):
+            if let value = response.recordValue, let r = try? configuration.validator.validate(key: key, value: value, now: now) {
+                if let best = q.best {
+                    if configuration.validator.shouldReplace(existing: best, with: r) { q.best = r }
+                } else {
+                    q.best = r
+                }
+            }
+        case .getProviders(let key):
+            for p in response.providerPeers where q.providers[p.id] == nil {
+                q.providers[p.id] = ProviderRecord(key: key, provider: p.id, addresses: p.addresses,
+                                                   expiresAt: now.addingTimeInterval(configuration.providerTTL))
+            }
+        default:
+            break
+        }
+        let closer = response.closerPeers.map { ($0.id, $0.addresses) }
+        let actions = q.lookup.received(from: peer, closer: closer, now: now)
+        queries[id] = q
+        return out + process(id, actions, now)
+    }
+
+    public mutating func requestFailed(_ id: QueryID, peer: PeerID, now: Date) -> [KadAction] {
+        guard var q = queries[id] else { return [] }
+        q.stats.failures += 1
+        routingTable.remove(peer)
+        if var storing = q.storing {
+            guard storing.outstanding.removeValue(forKey: peer) != nil else { return [] }
+            q.storing = storing
+            queries[id] = q
+            return storing.outstanding.isEmpty ? [finish(id, now)] : []
+        }
+        let actions = q.lookup.failed(peer, now: now)
+        queries[id] = q
+        return process(id, actions, now)
+    }
+
+    /// Time passes: request timeouts and bucket refresh.
+    public mutating func tick(now: Date) -> [KadAction] {
+        var out: [KadAction] = []
+        for id in Array(queries.keys) {
+            guard var q = queries[id] else { continue }
+            if var storing = q.storing {
+                let late = storing.outstanding.filter { now.timeIntervalSince($0.value) >= configuration.lookup.requestTimeout }
+                for (p, _) in late { storing.outstanding[p] = nil; q.stats.failures += 1 }
+                q.storing = storing
+                queries[id] = q
+                if storing.outstanding.isEmpty { out.append(finish(id, now)) }
+                continue
+            }
+            let actions = q.lookup.tick(now: now)
+            queries[id] = q
+            out += process(id, actions, now)
+        }
+        out += refreshBuckets(now: now, force: false)
+        return out
+    }
+
+    private mutating func refreshBuckets(now: Date, force: Bool) -> [KadAction] {
+        guard routingTable.count > 0 else { return [] }
+        var out: [KadAction] = []
+        let due = routingTable.bucketsNeedingRefresh(now: now, interval: configuration.refreshInterval)
+        for i in due where i <= configuration.maxRefreshDepth {
+            routingTable.markRefreshed(bucket: i, now: now)
+            guard let key = randomPeerKey(inBucket: i) else { continue }
+            let id = QueryID(raw: nextQuery)
+            refreshKeys[id] = key
+            out += startQuery(.refresh(bucket: i), target: DHTKey(hashing: key), now: now).1
+        }
+        _ = force
+        return out
+    }
+
+    /// A random peer-ID-shaped key whose hash falls in bucket `i` (found by trying: 2^(i+1)
+    /// hashes expected, so only shallow buckets are refreshed this way).
+    func randomPeerKey(inBucket i: Int) -> [UInt8]? {
+        for _ in 0..<(1 << min(i + 4, 20)) {
+            let key = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] + secureRandomBytes(32)
+            if routingTable.localKey.commonPrefixLength(with: DHTKey(hashing: key)) == i { return key }
+        }
+        return nil
+    }
+}
