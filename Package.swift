@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
         .executable(name: "cairn-bench", targets: ["cairn-bench"]),
+        .executable(name: "cairn-dht-sim", targets: ["cairn-dht-sim"]),
         .library(name: "CairnCore", targets: ["CairnCore"]),
         .library(name: "CairnNode", targets: ["CairnNode"]),
     ],
@@ -42,6 +43,12 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
+        ),
+        // A discrete-event network that runs the unchanged DHT behaviour for thousands of nodes.
+        .target(name: "CairnSim", dependencies: ["CairnCore", "CairnCrypto"]),
+        .executableTarget(
+            name: "cairn-dht-sim",
+            dependencies: ["CairnSim", "CairnCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The swarm: owns sockets and connections and carries out the state machines' actions.
         .target(
@@ -79,7 +86,7 @@ let package = Package(
         .testTarget(
             name: "CairnCoreTests",
             dependencies: [
-                "CairnCore", "CairnCrypto", "CairnProto",
+                "CairnCore", "CairnCrypto", "CairnProto", "CairnSim",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -437,8 +437,13 @@ public struct KademliaBehaviour: Sendable {
     /// A random peer-ID-shaped key whose hash falls in bucket `i` (found by trying: 2^(i+1)
     /// hashes expected, so only shallow buckets are refreshed this way).
     func randomPeerKey(inBucket i: Int) -> [UInt8]? {
+        var rng = SystemRandomNumberGenerator()
+        var key: [UInt8] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] + [UInt8](repeating: 0, count: 32)
         for _ in 0..<(1 << min(i + 4, 20)) {
-            let key = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] + secureRandomBytes(32)
+            for w in 0..<4 {
+                let r = rng.next() as UInt64
+                for b in 0..<8 { key[6 + w * 8 + b] = UInt8(truncatingIfNeeded: r >> (8 * UInt64(b))) }
+            }
             if routingTable.localKey.commonPrefixLength(with: DHTKey(hashing: key)) == i { return key }
         }
         return nil

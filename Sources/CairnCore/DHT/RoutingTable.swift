@@ -146,7 +146,13 @@ public struct RoutingTable: Sendable {
 
     /// The `count` known peers closest to `key`, nearest first.
     public func closest(to key: DHTKey, count: Int) -> [Entry] {
-        Array(allEntries.sorted { $0.key.distance(to: key) < $1.key.distance(to: key) }.prefix(count))
+        var scored: [(DHTKey, Entry)] = []
+        scored.reserveCapacity(self.count)
+        for b in buckets where !b.entries.isEmpty {
+            for e in b.entries { scored.append((e.key.distance(to: key), e)) }
+        }
+        scored.sort { $0.0 < $1.0 }
+        return scored.prefix(count).map { $0.1 }
     }
 
     /// Buckets (by index) not refreshed for `interval`, up to the deepest non-empty one.
@@ -157,6 +163,4 @@ public struct RoutingTable: Sendable {
 
     public mutating func markRefreshed(bucket i: Int, now: Date) { buckets[i].lastRefreshed = now }
 
-    /// A random key that falls in bucket `i` (for refreshing it by a lookup).
-    public func randomKey(inBucket i: Int) -> DHTKey { localKey.randomKey(withCommonPrefix: i) }
 }

@@ -1,0 +1,236 @@
+import CairnCore
+import CairnCrypto
+import Foundation
+
+/// A discrete-event network for the Kademlia behaviour: virtual clock, per-message latency with
+/// jitter, message loss, and nodes that go offline without telling anyone (churn). The behaviour
+/// runs unchanged: the simulator only carries out its `KadAction`s, as the swarm does for real.
+public final class SimNetwork {
+    public struct Configuration: Sendable {
+        /// One-way latency: base plus uniform jitter, in seconds.
+        public var latency: Double = 0.040
+        public var jitter: Double = 0.020
+        /// Probability that a request or its response is lost (the requester sees a timeout).
+        public var loss: Double = 0
+        public var kademlia = KademliaConfiguration()
+        public var seed: UInt64 = 1
+        public init() {
+            kademlia.maxRefreshDepth = 10
+        }
+    }
+
+    public struct Node {
+        public var behaviour: KademliaBehaviour
+        public var online = true
+    }
+
+    enum EventKind {
+        case request(from: Int, to: Int, QueryID, KadMessage)
+        case response(to: Int, from: Int, QueryID, KadMessage?)
+        case failure(to: Int, peer: Int, QueryID)
+        case liveness(at: Int, peer: Int)
+    }
+
+    struct Event: Comparable {
+        let time: Double
+        let seq: UInt64
+        let kind: EventKind
+        static func < (a: Event, b: Event) -> Bool { (a.time, a.seq) < (b.time, b.seq) }
+        static func == (a: Event, b: Event) -> Bool { a.time == b.time && a.seq == b.seq }
+    }
+
+    public let configuration: Configuration
+    public private(set) var nodes: [Node] = []
+    public private(set) var ids: [PeerID] = []
+    var index: [PeerID: Int] = [:]
+    var queue = BinaryHeap<Event>()
+    var seq: UInt64 = 0
+    public private(set) var clock: Double = 0
+    var rng: SplitMix64
+    public private(set) var messagesDelivered = 0
+    /// Results of finished queries, by (node, query).
+    var finished: [Int: [QueryID: (QueryResult, QueryStats)]] = [:]
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.rng = SplitMix64(seed: configuration.seed)
+    }
+
+    public var now: Date { Date(timeIntervalSince1970: 1_700_000_000 + clock) }
+
+    static func address(_ i: Int) -> Multiaddr {
+        // Spread nodes over distinct /24s so the diversity limit models a real population.
+        Multiaddr(components: [.ip4([UInt8(10 + (i >> 16)), UInt8((i >> 8) & 0xff), UInt8(i & 0xff), 1]), .tcp(4001)])
+    }
+
+    /// Adds a node (not yet joined).
+    @discardableResult
+    public func addNode() -> Int {
+        let key = PrivateKey.generate()
+        let i = nodes.count
+        var b = KademliaBehaviour(local: key.peerID, store: InMemoryDHTStore(), configuration: configuration.kademlia, now: now)
+        b.localAddresses = [Self.address(i)]
+        nodes.append(Node(behaviour: b))
+        ids.append(key.peerID)
+        index[key.peerID] = i
+        return i
+    }
+
+    func schedule(_ delay: Double, _ kind: EventKind) {
+        seq += 1
+        queue.push(Event(time: clock + delay, seq: seq, kind: kind))
+    }
+
+    func oneWay() -> Double { configuration.latency + configuration.jitter * rng.nextDouble() }
+
+    /// Carries out a node's actions.
+    func perform(_ i: Int, _ actions: [KadAction]) {
+        for a in actions {
+            switch a {
+            case .request(let q, let peer, _, let msg):
+                guard let j = index[peer] else { schedule(0, .failure(to: i, peer: -1, q)); continue }
+                if !nodes[j].online || rng.nextDouble() < configuration.loss {
+                    schedule(configuration.kademlia.lookup.requestTimeout, .failure(to: i, peer: j, q))
+                } else {
+                    schedule(oneWay(), .request(from: i, to: j, q, msg))
+                }
+            case .finished(let q, let result, let stats):
+                finished[i, default: [:]][q] = (result, stats)
+            case .checkLiveness(let peer, _):
+                guard let j = index[peer] else { continue }
+                schedule(2 * oneWay(), .liveness(at: i, peer: j))
+            }
+        }
+    }
+
+    func step(_ e: Event) {
+        clock = e.time
+        switch e.kind {
+        case .request(let from, let to, let q, let msg):
+            messagesDelivered += 1
+            guard nodes[to].online else { schedule(configuration.kademlia.lookup.requestTimeout, .failure(to: from, peer: to, q)); return }
+            // A server learns of a requester only through identify in reality; here every node is a server.
+            perform(to, nodes[to].behaviour.peerSeen(ids[from], addresses: [Self.address(from)], now: now))
+            let response = nodes[to].behaviour.handleRequest(msg, from: ids[from], addresses: [Self.address(from)], now: now)
+            switch response {
+            case .respond(let m):
+                if rng.nextDouble() < configuration.loss {
+                    schedule(configuration.kademlia.lookup.requestTimeout, .failure(to: from, peer: to, q))
+                } else {
+                    schedule(oneWay(), .response(to: from, from: to, q, m))
+                }
+            case .noResponse:
+                schedule(oneWay(), .response(to: from, from: to, q, nil))
+            case .reject:
+                schedule(oneWay(), .failure(to: from, peer: to, q))
+            }
+        case .response(let to, let from, let q, let m):
+            messagesDelivered += 1
+            guard nodes[to].online else { return }
+            perform(to, nodes[to].behaviour.responseReceived(q, from: ids[from], response: m, now: now))
+        case .failure(let to, let peer, let q):
+            guard nodes[to].online else { return }
+            let p = peer >= 0 ? ids[peer] : ids[to]
+            perform(to, nodes[to].behaviour.requestFailed(q, peer: p, now: now))
+        case .liveness(let at, let peer):
+            guard nodes[at].online else { return }
+            nodes[at].behaviour.livenessChecked(ids[peer], alive: nodes[peer].online, now: now)
+        }
+    }
+
+    /// Runs events until `done` holds or the queue is empty.
+    public func run(until done: () -> Bool = { false }) {
+        while !done(), let e = queue.pop() { step(e) }
+    }
+
+    /// Runs the query started by `start` on node `i` to completion; returns its result.
+    public func runQuery(on i: Int, _ start: (inout KademliaBehaviour, Date) throws -> (QueryID, [KadAction])) rethrows -> (QueryResult, QueryStats)? {
+        let (q, actions) = try start(&nodes[i].behaviour, now)
+        perform(i, actions)
+        run { finished[i]?[q] != nil }
+        return finished[i]?.removeValue(forKey: q)
+    }
+
+    /// Node `i` joins through node `via`: it learns `via`, looks itself up and refreshes buckets.
+    public func join(_ i: Int, via: Int) {
+        perform(i, nodes[i].behaviour.peerSeen(ids[via], addresses: [Self.address(via)], now: now))
+        perform(i, nodes[i].behaviour.bootstrap(now: now))
+        run { nodes[i].behaviour.activeQueries == 0 }
+        finished[i] = nil
+    }
+
+    /// Builds a network of `count` nodes, each joining through a random earlier one.
+    public func build(count: Int) {
+        for _ in 0..<count { addNode() }
+        for i in 1..<count { join(i, via: Int(rng.next() % UInt64(i))) }
+        // The first node learns the network from a lookup of its own.
+        if count > 1 { join(0, via: 1) }
+    }
+
+    /// Takes a fraction of nodes offline at random (they do not say goodbye).
+    public func churn(fraction: Double, sparing: Set<Int> = []) -> [Int] {
+        var down: [Int] = []
+        for i in nodes.indices where !sparing.contains(i) && rng.nextDouble() < fraction {
+            nodes[i].online = false
+            down.append(i)
+        }
+        return down
+    }
+
+    public func setOnline(_ i: Int, _ online: Bool) { nodes[i].online = online }
+    public func peerID(_ i: Int) -> PeerID { ids[i] }
+    public func node(_ i: Int) -> Node { nodes[i] }
+    public func randomIndex(online: Bool = true) -> Int {
+        while true {
+            let i = Int(rng.next() % UInt64(nodes.count))
+            if !online || nodes[i].online { return i }
+        }
+    }
+}
+
+/// A deterministic PRNG for the simulator.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+/// A binary min-heap.
+struct BinaryHeap<T: Comparable> {
+    private var items: [T] = []
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+
+    mutating func push(_ x: T) {
+        items.append(x)
+        var i = items.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if items[i] < items[p] { items.swapAt(i, p); i = p } else { break }
+        }
+    }
+
+    mutating func pop() -> T? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l] < items[m] { m = l }
+            if r < items.count && items[r] < items[m] { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
+        }
+        return top
+    }
+}
