@@ -1,0 +1,328 @@
+@testable import CairnCore
+import CairnCrypto
+import CairnSim
+import Foundation
+import XCTest
+
+final class DHTKeyspaceTests: XCTestCase {
+    func testDistanceAndPrefix() {
+        let a = DHTKey(hashing: [1]), b = DHTKey(hashing: [2])
+        XCTAssertEqual(a.distance(to: b), b.distance(to: a))
+        XCTAssertEqual(a.distance(to: a), DHTKey(0, 0, 0, 0))
+        XCTAssertEqual(a.commonPrefixLength(with: a), 256)
+        XCTAssertEqual(DHTKey(raw: a.bytes), a)
+        XCTAssertEqual(a.bytes, SHA256.hash([1]))
+        // Prefix length from the bytes, bit by bit.
+        let x = a.bytes, y = b.bytes
+        var expected = 0
+        for i in 0..<256 {
+            if (x[i / 8] >> (7 - UInt8(i % 8))) & 1 != (y[i / 8] >> (7 - UInt8(i % 8))) & 1 { break }
+            expected += 1
+        }
+        XCTAssertEqual(a.commonPrefixLength(with: b), expected)
+        XCTAssertEqual(DHTKey(0, 1, 0, 0).commonPrefixLength(with: DHTKey(0, 0, 0, 0)), 127)
+        XCTAssertTrue(DHTKey(0, 1, 0, 0) < DHTKey(1, 0, 0, 0))
+    }
+}
+
+final class RoutingTableTests: XCTestCase {
+    let local = PrivateKey.generate().peerID
+
+    func peers(_ n: Int) -> [PeerID] { (0..<n).map { _ in PrivateKey.generate().peerID } }
+    func addr(_ a: UInt8, _ b: UInt8, _ c: UInt8) -> [Multiaddr] { [Multiaddr(components: [.ip4([a, b, c, 1]), .tcp(4001)])] }
+
+    /// Peers that all land in one bucket (the one for common prefix 0).
+    func peersInBucket0(_ n: Int) -> [PeerID] {
+        let lk = DHTKey(peer: local)
+        var out: [PeerID] = []
+        while out.count < n {
+            let p = PrivateKey.generate().peerID
+            if lk.commonPrefixLength(with: DHTKey(peer: p)) == 0 { out.append(p) }
+        }
+        return out
+    }
+
+    func testBucketFillsThenAsksForLivenessCheckAndReplaces() {
+        var config = RoutingTable.Configuration()
+        config.maxPerGroupPerBucket = nil
+        config.maxPerGroupPerTable = nil
+        var t = RoutingTable(local: local, configuration: config)
+        let ps = peersInBucket0(22)
+        for (i, p) in ps.prefix(20).enumerated() { XCTAssertEqual(t.update(p, addresses: addr(1, 1, UInt8(i))), .added) }
+        XCTAssertEqual(t.update(ps[20], addresses: addr(2, 2, 2)), .pendingLivenessCheck(leastRecentlySeen: ps[0]))
+        // The oldest is alive: it stays (now most recent) and the candidate waits.
+        t.livenessChecked(ps[0], alive: true)
+        XCTAssertTrue(t.contains(ps[0]))
+        XCTAssertFalse(t.contains(ps[20]))
+        XCTAssertEqual(t.update(ps[21], addresses: addr(3, 3, 3)), .pendingLivenessCheck(leastRecentlySeen: ps[1]))
+        // The next oldest is dead: it is evicted and the most recent replacement takes its place.
+        XCTAssertEqual(t.livenessChecked(ps[1], alive: false), ps[21])
+        XCTAssertFalse(t.contains(ps[1]))
+        XCTAssertTrue(t.contains(ps[21]))
+        XCTAssertEqual(t.count, 20)
+        XCTAssertEqual(t.update(local, addresses: []), .rejectedSelf)
+    }
+
+    func testDiversityLimits() {
+        var t = RoutingTable(local: local)
+        let ps = peersInBucket0(3)
+        XCTAssertEqual(t.update(ps[0], addresses: addr(9, 9, 9)), .added)
+        XCTAssertEqual(t.update(ps[1], addresses: addr(9, 9, 9)), .added)
+        XCTAssertEqual(t.update(ps[2], addresses: addr(9, 9, 9)), .rejectedDiversity, "3rd peer of one /24 in a bucket")
+        // Table-wide: at most 10 of one /24.
+        var added = 2
+        for p in peers(400) where added < 12 {
+            if t.update(p, addresses: addr(9, 9, 9)) == .added { added += 1 }
+        }
+        XCTAssertEqual(added, 10)
+        XCTAssertEqual(t.allEntries.filter { $0.addresses == self.addr(9, 9, 9) }.count, 10)
+    }
+
+    func testClosestMatchesBruteForce() {
+        var config = RoutingTable.Configuration()
+        config.maxPerGroupPerTable = nil
+        config.maxPerGroupPerBucket = nil
+        var t = RoutingTable(local: local, configuration: config)
+        for p in peers(300) { _ = t.update(p, addresses: []) }
+        let target = DHTKey(hashing: [42])
+        let expected = t.allEntries.map(\.peer).sorted { DHTKey(peer: $0).distance(to: target) < DHTKey(peer: $1).distance(to: target) }
+        XCTAssertEqual(t.closest(to: target, count: 20).map(\.peer), Array(expected.prefix(20)))
+    }
+}
+
+final class LookupTests: XCTestCase {
+    /// A static network where each peer knows the 8 peers closest to itself; lookups must
+    /// converge on the target through it.
+    func testConvergesWithAlphaRequestsInFlight() {
+        let all = (0..<300).map { _ in PrivateKey.generate().peerID }
+        func neighbours(of p: PeerID, toward t: DHTKey) -> [(PeerID, [Multiaddr])] {
+            all.filter { $0 != p }.sorted { DHTKey(peer: $0).distance(to: t) < DHTKey(peer: $1).distance(to: t) }
+                .prefix(20).map { ($0, []) }
+        }
+        let target = all[123]
+        let t = DHTKey(peer: target)
+        var lookup = Lookup(target: t, seeds: all.prefix(3).map { ($0, []) })
+        var pending = lookup.start(now: Date())
+        var maxInFlight = 0
+        var rounds = 0
+        while !lookup.isFinished, rounds < 1000 {
+            rounds += 1
+            maxInFlight = max(maxInFlight, lookup.inFlightCount)
+            guard let a = pending.first else { break }
+            pending.removeFirst()
+            if case .query(let p, _) = a { pending += lookup.received(from: p, closer: neighbours(of: p, toward: t)) }
+        }
+        XCTAssertTrue(lookup.isFinished)
+        XCTAssertLessThanOrEqual(maxInFlight, 3)
+        XCTAssertEqual(lookup.closestResponded.first?.peer, target)
+        XCTAssertEqual(lookup.closestResponded.count, 20)
+        let expected = all.sorted { DHTKey(peer: $0).distance(to: t) < DHTKey(peer: $1).distance(to: t) }.prefix(20)
+        XCTAssertEqual(lookup.closestResponded.map(\.peer), Array(expected))
+    }
+
+    func testTimeoutsFailPeersAndFloodsAreBounded() {
+        let seeds = (0..<5).map { _ in (PrivateKey.generate().peerID, [Multiaddr]()) }
+        var config = Lookup.Configuration()
+        config.requestTimeout = 5
+        config.maxCandidates = 50
+        var lookup = Lookup(target: DHTKey(hashing: [7]), seeds: seeds, configuration: config)
+        let t0 = Date()
+        let first = lookup.start(now: t0)
+        XCTAssertEqual(first.count, 3)
+        // One answers with a flood of 1000 peers: the candidate list stays bounded.
+        guard case .query(let p, _) = first[0] else { return XCTFail() }
+        _ = lookup.received(from: p, closer: (0..<1000).map { _ in (PrivateKey.generate().peerID, []) }, now: t0)
+        XCTAssertLessThanOrEqual(lookup.candidates.count, 50)
+        // Everyone else stays silent: after the timeout they are failed, and the lookup ends.
+        var now = t0
+        var guardCount = 0
+        while !lookup.isFinished && guardCount < 100 {
+            now = now.addingTimeInterval(6)
+            _ = lookup.tick(now: now)
+            guardCount += 1
+        }
+        XCTAssertTrue(lookup.isFinished)
+        // Only p answered (it may itself have been pushed out of the 50 nearest by its flood).
+        XCTAssertTrue(lookup.closestResponded.allSatisfy { $0.peer == p })
+        XCTAssertEqual(lookup.candidates.filter { $0.state == .responded }.map(\.peer).filter { $0 != p }, [])
+    }
+}
+
+final class RecordTests: XCTestCase {
+    let key = PrivateKey.generate()
+    let other = PrivateKey.generate()
+    let now = Date()
+    let v = RecordValidator()
+
+    func presence(_ k: PrivateKey, at date: Date) -> [UInt8] {
+        PeerRecord(peerID: k.peerID, seq: UInt64(date.timeIntervalSince1970 * 1e9),
+                   addresses: [try! Multiaddr("/ip4/1.2.3.4/tcp/4001")]).sign(with: k).bytes
+    }
+
+    func testPresenceRecords() throws {
+        let pk = RecordValidator.presenceKey(key.peerID)
+        let r = try v.validate(key: pk, value: presence(key, at: now), now: now)
+        guard case .presence(let rec) = r.kind else { return XCTFail() }
+        XCTAssertEqual(rec.peerID, key.peerID)
+        XCTAssertEqual(r.expiresAt.timeIntervalSince(now), 3600, accuracy: 1)
+        XCTAssertThrowsError(try v.validate(key: pk, value: presence(other, at: now), now: now)) {
+            XCTAssertEqual($0 as? RecordError, .signerMismatch)
+        }
+        XCTAssertThrowsError(try v.validate(key: pk, value: presence(key, at: now.addingTimeInterval(-3700)), now: now)) {
+            XCTAssertEqual($0 as? RecordError, .expired)
+        }
+        XCTAssertThrowsError(try v.validate(key: pk, value: presence(key, at: now.addingTimeInterval(3600)), now: now)) {
+            XCTAssertEqual($0 as? RecordError, .fromTheFuture)
+        }
+        var forged = presence(key, at: now)
+        forged[forged.count - 3] ^= 1
+        XCTAssertThrowsError(try v.validate(key: pk, value: forged, now: now))
+    }
+
+    func testApplicationRecords() throws {
+        let (k, env) = RecordValidator.signApplicationRecord(namespace: "notes", value: Array("hello".utf8), seq: 5,
+                                                             expires: now.addingTimeInterval(3600), key: key)
+        XCTAssertEqual(String(decoding: k, as: UTF8.self), "/notes/\(key.peerID)")
+        let r = try v.validate(key: k, value: env, now: now)
+        XCTAssertEqual(r.kind, .application(namespace: "notes", signer: key.peerID, value: Array("hello".utf8)))
+        XCTAssertEqual(r.seq, 5)
+        // Moved to another namespace, or to another peer's key: refused.
+        XCTAssertThrowsError(try v.validate(key: RecordValidator.appKey(namespace: "other", peer: key.peerID), value: env, now: now)) {
+            XCTAssertEqual($0 as? RecordError, .keyMismatch)
+        }
+        XCTAssertThrowsError(try v.validate(key: RecordValidator.appKey(namespace: "notes", peer: other.peerID), value: env, now: now)) {
+            XCTAssertEqual($0 as? RecordError, .signerMismatch)
+        }
+        let (_, expired) = RecordValidator.signApplicationRecord(namespace: "notes", value: [1], seq: 6, expires: now.addingTimeInterval(-1), key: key)
+        XCTAssertThrowsError(try v.validate(key: k, value: expired, now: now)) { XCTAssertEqual($0 as? RecordError, .expired) }
+        let (_, tooLong) = RecordValidator.signApplicationRecord(namespace: "notes", value: [1], seq: 6, expires: now.addingTimeInterval(30 * 86400), key: key)
+        XCTAssertThrowsError(try v.validate(key: k, value: tooLong, now: now)) { XCTAssertEqual($0 as? RecordError, .lifetimeTooLong) }
+        // Opaque bytes under a Cairn-signed key are refused.
+        XCTAssertThrowsError(try v.validate(key: k, value: Array("not an envelope".utf8), now: now))
+        // Higher seq wins, equal or lower never replaces.
+        let (_, newer) = RecordValidator.signApplicationRecord(namespace: "notes", value: [2], seq: 6, expires: now.addingTimeInterval(3600), key: key)
+        let r6 = try v.validate(key: k, value: newer, now: now)
+        XCTAssertTrue(v.shouldReplace(existing: r, with: r6))
+        XCTAssertFalse(v.shouldReplace(existing: r6, with: r))
+        XCTAssertFalse(v.shouldReplace(existing: r6, with: r6))
+    }
+
+    func testLimitsAndOpaquePolicy() throws {
+        XCTAssertThrowsError(try v.validate(key: [UInt8](repeating: 0x61, count: 257), value: [1], now: now)) {
+            XCTAssertEqual($0 as? RecordError, .keyTooLong(257))
+        }
+        XCTAssertThrowsError(try v.validate(key: Array("/x/y".utf8), value: [UInt8](repeating: 0, count: 10 * 1024 + 1), now: now)) {
+            XCTAssertEqual($0 as? RecordError, .valueTooLarge(10 * 1024 + 1))
+        }
+        let opaque = try v.validate(key: Array("/test/key1".utf8), value: [1, 2, 3], now: now)
+        XCTAssertEqual(opaque.kind, .opaque)
+        var strict = RecordValidator()
+        strict.opaquePolicy = .reject
+        XCTAssertThrowsError(try strict.validate(key: Array("/test/key1".utf8), value: [1], now: now)) {
+            XCTAssertEqual($0 as? RecordError, .namespaceRejected("test"))
+        }
+        // /ipns/<peer> is another system's namespace: opaque, not a Cairn signed record.
+        XCTAssertEqual(try v.validate(key: Array("/ipns/\(key.peerID)".utf8), value: [9], now: now).kind, .opaque)
+        XCTAssertThrowsError(try v.validate(key: Array("/cairn/whatever".utf8), value: [1], now: now))
+    }
+}
+
+final class KadMessageTests: XCTestCase {
+    func testRoundTripAndLimits() throws {
+        let peers = (0..<3).map { _ in KadPeer(id: PrivateKey.generate().peerID, addresses: [try! Multiaddr("/ip4/1.2.3.4/tcp/1")]) }
+        let m = KadMessage(kind: .getValue, key: Array("/a/b".utf8), recordValue: [1, 2], closerPeers: peers)
+        XCTAssertEqual(try KadMessage.decode(m.encode()), m)
+        let many = (0..<21).map { _ in KadPeer(id: PrivateKey.generate().peerID, addresses: []) }
+        XCTAssertThrowsError(try KadMessage.decode(KadMessage(kind: .findNode, closerPeers: many).encode())) {
+            XCTAssertEqual($0 as? KadMessageError, .tooManyPeers("closer peers", 21))
+        }
+        XCTAssertThrowsError(try KadMessage.decode(KadMessage(kind: .putValue, key: [1], recordValue: [UInt8](repeating: 0, count: 10241)).encode())) {
+            XCTAssertEqual($0 as? KadMessageError, .recordTooLarge(10241))
+        }
+        XCTAssertThrowsError(try KadMessage.decode(KadMessage(kind: .getValue, key: [UInt8](repeating: 1, count: 300)).encode())) {
+            XCTAssertEqual($0 as? KadMessageError, .keyTooLong(300))
+        }
+        XCTAssertThrowsError(try KadMessage.decode([0xff, 0xff, 0xff]))
+        XCTAssertThrowsError(try KadMessage.decode([UInt8](repeating: 0, count: 65 * 1024))) {
+            XCTAssertEqual($0 as? KadMessageError, .tooLarge(65 * 1024))
+        }
+    }
+}
+
+final class KademliaBehaviourTests: XCTestCase {
+    func testServerRefusesRollbackAndForeignProviders() throws {
+        let me = PrivateKey.generate(), writer = PrivateKey.generate(), stranger = PrivateKey.generate()
+        var b = KademliaBehaviour(local: me.peerID, store: InMemoryDHTStore())
+        let now = Date()
+        let (k, v6) = RecordValidator.signApplicationRecord(namespace: "n", value: [6], seq: 6, expires: now.addingTimeInterval(600), key: writer)
+        let (_, v5) = RecordValidator.signApplicationRecord(namespace: "n", value: [5], seq: 5, expires: now.addingTimeInterval(600), key: writer)
+        XCTAssertEqual(b.handleRequest(KadMessage(kind: .putValue, key: k, recordValue: v6), from: writer.peerID, addresses: [], now: now),
+                       .respond(KadMessage(kind: .putValue, key: k, recordValue: v6)))
+        guard case .reject(let why) = b.handleRequest(KadMessage(kind: .putValue, key: k, recordValue: v5), from: stranger.peerID, addresses: [], now: now) else {
+            return XCTFail("a lower seq must be refused")
+        }
+        XCTAssertTrue(why.contains("seq"), why)
+        guard case .respond(let got) = b.handleRequest(KadMessage(kind: .getValue, key: k), from: stranger.peerID, addresses: [], now: now) else { return XCTFail() }
+        XCTAssertEqual(got.recordValue, v6)
+        // ADD_PROVIDER naming someone other than the sender is refused.
+        let msg = KadMessage(kind: .addProvider, key: [1, 2, 3], providerPeers: [KadPeer(id: writer.peerID, addresses: [])])
+        guard case .reject = b.handleRequest(msg, from: stranger.peerID, addresses: [], now: now) else { return XCTFail() }
+        XCTAssertEqual(b.handleRequest(msg, from: writer.peerID, addresses: [], now: now), .noResponse)
+        // A client does not serve.
+        b.configuration.mode = .client
+        guard case .reject = b.handleRequest(KadMessage(kind: .ping), from: writer.peerID, addresses: [], now: now) else { return XCTFail() }
+    }
+}
+
+/// The unchanged behaviour over the simulated network.
+final class DHTSimulationTests: XCTestCase {
+    func testLookupsPutGetAndProvidersAcrossASimulatedNetwork() throws {
+        var config = SimNetwork.Configuration()
+        config.seed = 7
+        let net = SimNetwork(configuration: config)
+        net.build(count: 120)
+        for _ in 0..<20 {
+            let from = net.randomIndex(), to = net.randomIndex()
+            let target = net.peerID(to)
+            let (result, stats) = try XCTUnwrap(net.runQuery(on: from) { b, now in b.findNode(target, now: now) })
+            guard case .closestPeers(let peers) = result else { return XCTFail() }
+            if from != to { XCTAssertEqual(peers.first?.id, target) }
+            XCTAssertLessThanOrEqual(stats.hops, 6)
+        }
+        // A record put from one node is read from another, and a newer one replaces it.
+        let writer = PrivateKey.generate()
+        let (key, v1) = RecordValidator.signApplicationRecord(namespace: "sim", value: [1], seq: 1, expires: net.now.addingTimeInterval(3600), key: writer)
+        let (put, _) = try XCTUnwrap(try net.runQuery(on: 3) { b, now in try b.putValue(key: key, value: v1, now: now) })
+        guard case .stored(let acks, let attempted) = put else { return XCTFail() }
+        XCTAssertEqual(attempted, 20)
+        XCTAssertGreaterThanOrEqual(acks, 18)
+        let (got, _) = try XCTUnwrap(net.runQuery(on: 77) { b, now in b.getValue(key, now: now) })
+        guard case .value(let rec) = got else { return XCTFail() }
+        XCTAssertEqual(rec?.value, v1)
+        // Providers.
+        let cid = Array("some-content".utf8)
+        _ = try XCTUnwrap(try net.runQuery(on: 5) { b, now in try b.addProvider(key: cid, now: now) })
+        let (prov, _) = try XCTUnwrap(net.runQuery(on: 99) { b, now in b.getProviders(cid, now: now) })
+        guard case .providers(let ps) = prov else { return XCTFail() }
+        XCTAssertEqual(ps.map(\.provider), [net.peerID(5)])
+    }
+
+    func testLookupsSurviveChurn() throws {
+        var config = SimNetwork.Configuration()
+        config.seed = 11
+        config.kademlia.lookup.requestTimeout = 2
+        let net = SimNetwork(configuration: config)
+        net.build(count: 120)
+        _ = net.churn(fraction: 0.3)
+        var ok = 0
+        for _ in 0..<30 {
+            let from = net.randomIndex()
+            var to = net.randomIndex()
+            while to == from { to = net.randomIndex() }
+            let target = net.peerID(to)
+            let (result, _) = try XCTUnwrap(net.runQuery(on: from) { b, now in b.findNode(target, now: now) })
+            if case .closestPeers(let peers) = result, peers.first?.id == target { ok += 1 }
+        }
+        XCTAssertGreaterThanOrEqual(ok, 27, "at least 90% of lookups find an online target with 30% of nodes gone")
+    }
+}
