@@ -91,8 +91,9 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
             case .established(let remote):
                 remotePeer = remote
                 logger.info("connection established", metadata: ["peer": "\(remote)"])
-                establishedPromise.succeed(remote)
+                // Observers first, so anyone woken by the promise finds the connection registered.
                 onEstablished?(self)
+                establishedPromise.succeed(remote)
             case .stream(let event):
                 handle(event)
             case .close(let reason):

@@ -25,6 +25,7 @@ public final class Node: @unchecked Sendable {
         var identifyTasks: [Connection: Task<IdentifyInfo, Error>] = [:]
         var record: VerifiedEnvelope?
         var recordAddresses: [Multiaddr] = []
+        var identifiedObservers: [@Sendable (Connection, IdentifyInfo) -> Void] = []
     }
     private let state = NIOLockedValueBox(State())
 
@@ -70,11 +71,21 @@ public final class Node: @unchecked Sendable {
         return refreshSignedRecord()
     }
 
+    /// Re-signs the peer record with a fresh seq even if the addresses did not change (presence
+    /// records expire an hour after their seq time, so republishing needs a new one).
     @discardableResult
-    func refreshSignedRecord() -> VerifiedEnvelope {
+    public func renewSignedPeerRecord() -> VerifiedEnvelope { refreshSignedRecord(force: true) }
+
+    /// Called with every identify result (automatic, or pushed by the peer).
+    public func onIdentified(_ body: @escaping @Sendable (Connection, IdentifyInfo) -> Void) {
+        state.withLockedValue { $0.identifiedObservers.append(body) }
+    }
+
+    @discardableResult
+    func refreshSignedRecord(force: Bool = false) -> VerifiedEnvelope {
         let addrs = swarm.listenAddresses
         return state.withLockedValue { s in
-            if let r = s.record, s.recordAddresses == addrs { return r }
+            if !force, let r = s.record, s.recordAddresses == addrs { return r }
             // seq is the time in nanoseconds (as go- and py-libp2p), kept strictly increasing.
             var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000_000)
             if let old = s.record, let oldRecord = try? PeerRecord(envelope: old), oldRecord.seq >= seq { seq = oldRecord.seq + 1 }
@@ -139,7 +150,7 @@ public final class Node: @unchecked Sendable {
         }
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)
         logger.info("identify push", metadata: ["peer": "\(remote)", "addrs": "\(info.listenAddrs.count)"])
-        record(info, from: remote)
+        record(info, from: remote, on: stream.connection)
     }
 
     /// Reads an identify stream to its end: length-prefixed messages of at most
@@ -183,7 +194,11 @@ public final class Node: @unchecked Sendable {
     public func identify(_ connection: Connection) async throws -> IdentifyInfo {
         let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
             if let t = s.identifyTasks[connection] { return t }
-            let t = Task { try await self.requestIdentify(connection) }
+            let t = Task { () throws -> IdentifyInfo in
+                let info = try await self.requestIdentify(connection)
+                if let remote = connection.remotePeer { self.record(info, from: remote, on: connection) }
+                return info
+            }
             s.identifyTasks[connection] = t
             track(t)
             return t
@@ -195,7 +210,7 @@ public final class Node: @unchecked Sendable {
         let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
             let t = Task { () throws -> IdentifyInfo in
                 let info = try await self.requestIdentify(connection)
-                if let remote = connection.remotePeer { self.record(info, from: remote) }
+                if let remote = connection.remotePeer { self.record(info, from: remote, on: connection) }
                 return info
             }
             s.identifyTasks[connection] = t
@@ -216,7 +231,8 @@ public final class Node: @unchecked Sendable {
         if !tracked { task.cancel() }
     }
 
-    private func record(_ info: IdentifyInfo, from remote: PeerID) {
+    private func record(_ info: IdentifyInfo, from remote: PeerID, on connection: Connection) {
+        for o in state.withLockedValue({ $0.identifiedObservers }) { o(connection, info) }
         logger.info("identified peer", metadata: [
             "peer": "\(remote)", "agent": "\(info.agentVersion ?? "?")",
             "protocols": "\(info.protocols.joined(separator: ","))",

@@ -12,7 +12,8 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "A peer-to-peer node that finds and reaches peers without trusted servers (libp2p wire protocols).",
-        subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self]
+        subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self,
+                      Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self]
     )
 }
 
@@ -71,6 +72,7 @@ struct Id: AsyncParsableCommand {
 struct RunNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "node", abstract: "Run the node until interrupted.")
     @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
     @Option(name: .customLong("listen"), help: "Listen multiaddr (repeatable).")
     var listen: [String] = ["/ip4/0.0.0.0/tcp/4001"]
     @Option(name: .customLong("connect"), help: "Peer multiaddr to connect to at start (repeatable).")
@@ -82,10 +84,12 @@ struct RunNode: AsyncParsableCommand {
         let addrs = try listen.map { try Multiaddr($0) }
         let store = try PeerStore(path: common.dataDirectory.appendingPathComponent("peers.sqlite").path)
         let node = Node(identity: key, peerStore: store, logger: logger)
+        let service = try dht.makeService(node: node, common: common, logger: logger)
         let bound = try await node.listen(addrs)
         print("peer id: \(node.peerID)")
         for a in bound { print("listening on \(a.appending(.p2p(node.peerID)))") }
         fflush(nil)
+        service.start()
         for c in connect {
             do {
                 let conn = try await node.dial(try Multiaddr(c))
@@ -94,9 +98,180 @@ struct RunNode: AsyncParsableCommand {
                 logger.error("connect \(c) failed: \(error)")
             }
         }
+        var presence: Task<Void, Never>?
+        do {
+            try await dht.join(service, logger: logger)
+            presence = service.keepPresencePublished()
+        } catch {
+            logger.warning("not joined to the DHT yet: \(error); serving and waiting for peers")
+        }
         await waitForTermination()
         logger.notice("shutting down")
+        presence?.cancel()
+        service.stop()
         await node.shutdown()
+    }
+}
+
+/// DHT options shared by `node` and the one-shot commands.
+struct DHTOptions: ParsableArguments {
+    @Option(name: .customLong("bootstrap"), help: "Bootstrap peer multiaddr with /p2p/<id> (repeatable).")
+    var bootstrap: [String] = []
+    @Option(name: .customLong("peers-file"), help: "File of bootstrap multiaddrs, one per line (# comments).")
+    var peersFile: String = "bootstrap/peers"
+    @Option(name: .customLong("dht-mode"), help: "server (answer DHT requests) or client.")
+    var mode: String = "server"
+    @Option(name: .customLong("dht-protocol"), help: "Kademlia protocol ID.")
+    var protocolID: String = "/ipfs/kad/1.0.0"
+
+    func bootstrapPeers() throws -> [Multiaddr] {
+        var lines = bootstrap
+        if lines.isEmpty, let text = try? String(contentsOfFile: peersFile, encoding: .utf8) {
+            lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        }
+        return try lines.map { try Multiaddr($0) }
+    }
+
+    func makeService(node: Node, common: CommonOptions, logger: Logger, mode override: KademliaConfiguration.Mode? = nil) throws -> DHTService {
+        var config = DHTService.Configuration()
+        config.kademlia.protocolID = protocolID
+        switch override ?? (mode == "client" ? .client : .server) {
+        case .client: config.kademlia.mode = .client
+        case .server: config.kademlia.mode = .server
+        }
+        guard mode == "server" || mode == "client" else { throw ValidationError("--dht-mode is server or client") }
+        let store = try SQLiteDHTStore(path: common.dataDirectory.appendingPathComponent("dht.sqlite").path, validator: config.kademlia.validator)
+        return DHTService(node: node, store: store, configuration: config, logger: logger)
+    }
+
+    /// Joins through the bootstrap peers, or through the saved routing table when none are given.
+    func join(_ service: DHTService, logger: Logger) async throws {
+        let peers = try bootstrapPeers()
+        if peers.isEmpty && service.routingTable.count == 0 { throw DHTError.noPeers }
+        try await service.bootstrap(peers)
+    }
+}
+
+/// A one-shot command: start a node (client mode, no listener), join, do the work, exit.
+func withJoinedDHT<T>(_ common: CommonOptions, _ dht: DHTOptions, mode: KademliaConfiguration.Mode = .client,
+                      _ body: (Node, DHTService) async throws -> T) async throws -> T {
+    let logger = common.bootstrapLogging()
+    let key = try common.loadIdentity(logger)
+    let node = Node(identity: key, logger: logger)
+    let service = try dht.makeService(node: node, common: common, logger: logger, mode: mode)
+    service.start()
+    do {
+        try await dht.join(service, logger: logger)
+        let result = try await body(node, service)
+        service.stop()
+        await node.shutdown()
+        return result
+    } catch {
+        service.stop()
+        await node.shutdown()
+        throw CLIError("\(error)")
+    }
+}
+
+struct Resolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Resolve a peer ID to its verified current addresses (its presence record).")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+    @Argument var peer: String
+
+    func run() async throws {
+        let id = try PeerID(string: peer)
+        let record = try await withJoinedDHT(common, dht) { _, s in try await s.resolve(id) }
+        print("peer \(record.peerID) (seq \(record.seq), verified)")
+        for a in record.addresses { print("  \(a)") }
+    }
+}
+
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Publish a signed record under /<namespace>/<our peer ID>.")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+    @Argument var namespace: String
+    @Argument(help: "File whose bytes are the record's value (max 10 KiB with its envelope).") var file: String
+    @Option(help: "Lifetime in seconds.") var ttl: Double = 24 * 3600
+
+    func run() async throws {
+        let value = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        let (key, acks, attempted) = try await withJoinedDHT(common, dht) { node, s -> ([UInt8], Int, Int) in
+            let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
+            let (key, env) = RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
+                                                                   expires: Date().addingTimeInterval(ttl), key: node.swarm.identity)
+            let (a, t) = try await s.putValue(key, env)
+            return (key, a, t)
+        }
+        print("published \(String(decoding: key, as: UTF8.self)) to \(acks) of \(attempted) closest peers")
+        if acks == 0 { throw ExitCode.failure }
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Get a record; signed records are returned only if they verify.")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+    @Argument var key: String
+
+    func run() async throws {
+        let k = Array(key.utf8)
+        guard let r = try await withJoinedDHT(common, dht, { _, s in try await s.getValue(k) }) else {
+            throw CLIError("no valid record for \(key)")
+        }
+        switch r.kind {
+        case .presence(let rec):
+            print("presence record of \(rec.peerID), seq \(rec.seq), verified")
+            for a in rec.addresses { print("  \(a)") }
+        case .application(_, let signer, let value):
+            FileHandle.standardError.write(Data("signed by \(signer), seq \(r.seq), expires \(r.expiresAt), verified\n".utf8))
+            FileHandle.standardOutput.write(Data(value))
+        case .opaque:
+            FileHandle.standardError.write(Data("opaque value (not verifiable), \(r.value.count) bytes\n".utf8))
+            FileHandle.standardOutput.write(Data(r.value))
+        }
+    }
+}
+
+struct Provide: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Announce this node as a provider of a key (a CID's text or any string).")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+    @Argument var cid: String
+
+    func run() async throws {
+        let (acks, attempted) = try await withJoinedDHT(common, dht) { _, s in try await s.provide(Array(cid.utf8)) }
+        print("provided \(cid) to \(acks) of \(attempted) closest peers")
+    }
+}
+
+struct Providers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the providers of a key.")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+    @Argument var cid: String
+
+    func run() async throws {
+        let ps = try await withJoinedDHT(common, dht) { _, s in try await s.providers(Array(cid.utf8)) }
+        print("\(ps.count) provider(s) of \(cid)")
+        for p in ps { print("  \(p.provider) \(p.addresses.map(\.description).joined(separator: " "))") }
+    }
+}
+
+struct Peers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Summarise the routing table (joins first when given --bootstrap).")
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var dht: DHTOptions
+
+    func run() async throws {
+        let table = try await withJoinedDHT(common, dht) { _, s in s.routingTable }
+        let entries = table.allEntries
+        print("\(entries.count) peer(s) in the routing table")
+        var byBucket: [Int: Int] = [:]
+        for e in entries { byBucket[table.localKey.commonPrefixLength(with: e.key), default: 0] += 1 }
+        for (b, n) in byBucket.sorted(by: { $0.key < $1.key }) { print("  bucket \(b): \(n)") }
+        for e in entries { print("  \(e.peer) \(e.addresses.map(\.description).joined(separator: " "))") }
     }
 }
 

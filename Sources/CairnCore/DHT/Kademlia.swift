@@ -33,6 +33,8 @@ public struct QueryStats: Sendable, Equatable {
     public var hops = 0
     public var started: Date
     public var finished: Date?
+
+    public init(started: Date) { self.started = started }
 }
 
 public enum QueryResult: Sendable, Equatable {
