@@ -1,15 +1,20 @@
 import Foundation
 
 /// Where a routing-table entry's addresses place it, for the address-diversity limit: the IPv4 /24
-/// (or IPv6 /48) of its first IP address.
+/// (or IPv6 /48) of its first IP address. Loopback addresses are exempt (a local mesh or test
+/// shares 127.0.0.0/24 and has no Sybil to fear from the wider network).
 public struct NetworkGroup: Hashable, Sendable {
     let prefix: [UInt8]
 
     public init?(_ addrs: [Multiaddr]) {
         for a in addrs {
             switch a.components.first {
-            case .ip4(let b)?: self.prefix = Array(b.prefix(3)); return
-            case .ip6(let b)?: self.prefix = Array(b.prefix(6)); return
+            case .ip4(let b)?:
+                if b[0] == 127 { return nil }
+                self.prefix = Array(b.prefix(3)); return
+            case .ip6(let b)?:
+                if b == [UInt8](repeating: 0, count: 15) + [1] { return nil }
+                self.prefix = Array(b.prefix(6)); return
             default: continue
             }
         }
