@@ -31,6 +31,9 @@ public final class DHTService: @unchecked Sendable {
         public var tickInterval: TimeInterval = 1
         public var sweepInterval: TimeInterval = 5 * 60
         public var snapshotInterval: TimeInterval = 60
+        /// Per-peer limit on requests served: average rate and burst.
+        public var requestRate: Double = 20
+        public var requestBurst: Double = 40
         public init() {}
     }
 
@@ -43,6 +46,7 @@ public final class DHTService: @unchecked Sendable {
     private let waiters = NIOLockedValueBox<[QueryID: CheckedContinuation<(QueryResult, QueryStats), Never>]>([:])
     private let finishedEarly = NIOLockedValueBox<[QueryID: (QueryResult, QueryStats)]>([:])
     private let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private let limiter: NIOLockedValueBox<PeerRateLimiter>
 
     public init(node: Node, store: any DHTStore, configuration: Configuration = Configuration(), logger: Logger) {
         self.node = node
@@ -51,6 +55,7 @@ public final class DHTService: @unchecked Sendable {
         self.snapshots = store as? SQLiteDHTStore
         self.logger = logger
         self.behaviour = NIOLockedValueBox(KademliaBehaviour(local: node.peerID, store: store, configuration: configuration.kademlia))
+        self.limiter = NIOLockedValueBox(PeerRateLimiter(rate: configuration.requestRate, burst: configuration.requestBurst))
         if configuration.kademlia.mode == .server {
             node.swarm.handle(configuration.kademlia.protocolID) { [unowned self] stream in try await self.serve(stream) }
         }
@@ -128,6 +133,11 @@ public final class DHTService: @unchecked Sendable {
         while true {
             let bytes: [UInt8]
             do { bytes = try await stream.readLengthPrefixed(maxLength: KadMessage.maxMessageSize) } catch StreamError.unexpectedEOF { break }
+            guard limiter.withLockedValue({ $0.allow(peer, now: Date()) }) else {
+                logger.warning("DHT request rate limit exceeded; resetting the stream", metadata: ["peer": "\(peer)"])
+                stream.reset()
+                return
+            }
             let request: KadMessage
             do { request = try KadMessage.decode(bytes) } catch {
                 logger.info("refused a malformed DHT request: \(error)", metadata: ["peer": "\(peer)"])
@@ -179,7 +189,11 @@ public final class DHTService: @unchecked Sendable {
             }
             perform(behaviour.withLockedValue { $0.responseReceived(q, from: peer, response: response, now: Date()) })
         } catch {
-            logger.debug("DHT request failed: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
+            if case DHTError.invalidResponse = error {
+                logger.info("DHT response rejected: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
+            } else {
+                logger.debug("DHT request failed: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
+            }
             perform(behaviour.withLockedValue { $0.requestFailed(q, peer: peer, now: Date()) })
         }
     }
