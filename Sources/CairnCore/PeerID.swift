@@ -40,6 +40,10 @@ public struct PeerID: Hashable, Sendable, CustomStringConvertible, Comparable {
         switch code {
         case Self.identityCode:
             guard length <= Self.identityHashMaxLength else { throw PeerIDError.invalidMultihash("identity hash too long") }
+            // An inlined key must be a real public key (an empty or garbage digest names no one).
+            guard (try? PublicKey(protobufBytes: Array(bytes[r.offset...]))) != nil else {
+                throw PeerIDError.invalidMultihash("identity hash does not hold a public key")
+            }
         case Self.sha256Code:
             guard length == 32 else { throw PeerIDError.invalidMultihash("sha2-256 digest must be 32 bytes") }
         default:

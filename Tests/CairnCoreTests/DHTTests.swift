@@ -326,3 +326,14 @@ final class DHTSimulationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(ok, 27, "at least 90% of lookups find an online target with 30% of nodes gone")
     }
 }
+
+final class PeerIDStrictnessTests: XCTestCase {
+    func testIdentityMultihashMustHoldAPublicKey() {
+        // base58 "11" is [0x00, 0x00]: an empty identity multihash. It names no key.
+        XCTAssertThrowsError(try PeerID(string: "11"))
+        XCTAssertThrowsError(try PeerID(bytes: [0x00, 0x03, 0x01, 0x02, 0x03]))
+        // A text key ending in such a string is therefore an opaque key, not a signed-record key.
+        XCTAssertEqual(try RecordValidator().validate(key: Array("/durable/11".utf8), value: [1], now: Date()).kind, .opaque)
+        XCTAssertNoThrow(try PeerID(bytes: PrivateKey.generate().peerID.bytes))
+    }
+}
