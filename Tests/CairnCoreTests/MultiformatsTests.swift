@@ -303,7 +303,11 @@ final class PeerIDTests: XCTestCase {
         assertThrows(try PeerID(bytes: [0x00, 43] + [UInt8](repeating: 1, count: 43)), as: PeerIDError.self,
                      "identity > 42", isInvalidMultihash)
         assertThrows(try PeerID(bytes: [0x80, 0x00, 0x20] + digest), as: PeerIDError.self, "non-minimal code", isInvalidMultihash)
-        XCTAssertNoThrow(try PeerID(bytes: [0x00, 42] + [UInt8](repeating: 1, count: 42)))
+        // An identity multihash must inline a public key: 42 bytes of garbage name no one.
+        assertThrows(try PeerID(bytes: [0x00, 42] + [UInt8](repeating: 1, count: 42)), as: PeerIDError.self,
+                     "identity without a key", isInvalidMultihash)
+        let key = PrivateKey.generate().publicKey.protobufBytes
+        XCTAssertNoThrow(try PeerID(bytes: [0x00, UInt8(key.count)] + key))
     }
 
     func testInvalidPublicKeys() {
