@@ -194,7 +194,8 @@ public final class DHTService: @unchecked Sendable {
             } else {
                 logger.debug("DHT request failed: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
             }
-            perform(behaviour.withLockedValue { $0.requestFailed(q, peer: peer, now: Date()) })
+            let unreachable = node.swarm.connections(to: peer).isEmpty
+            perform(behaviour.withLockedValue { $0.requestFailed(q, peer: peer, unreachable: unreachable, now: Date()) })
         }
     }
 

@@ -337,3 +337,20 @@ final class PeerIDStrictnessTests: XCTestCase {
         XCTAssertNoThrow(try PeerID(bytes: PrivateKey.generate().peerID.bytes))
     }
 }
+
+final class EvictionPolicyTests: XCTestCase {
+    func testOnlyUnreachablePeersAreEvicted() {
+        let me = PrivateKey.generate().peerID
+        var b = KademliaBehaviour(local: me, store: InMemoryDHTStore())
+        let a = PrivateKey.generate().peerID, c = PrivateKey.generate().peerID
+        let now = Date()
+        _ = b.peerSeen(a, addresses: [], now: now)
+        _ = b.peerSeen(c, addresses: [], now: now)
+        let (q, actions) = b.findNode(PrivateKey.generate().peerID, now: now)
+        XCTAssertEqual(actions.count, 2)
+        _ = b.requestFailed(q, peer: a, unreachable: false, now: now)
+        XCTAssertTrue(b.routingTable.contains(a), "a refused request keeps the peer")
+        _ = b.requestFailed(q, peer: c, unreachable: true, now: now)
+        XCTAssertFalse(b.routingTable.contains(c), "an unreachable peer is dropped")
+    }
+}

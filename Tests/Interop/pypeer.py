@@ -32,6 +32,41 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S (defau
       "libp2p-peer-record", payload type 0x0301) plus: envelope key's peer ID ==
       record peer_id == the peer we dialed.
 
+  pypeer.py dht-server [--port N] [--host 127.0.0.1] [--bootstrap MADDR]... [--namespace NS]...
+                       [--ignore-stdin]
+      py-libp2p's KadDHT (/ipfs/kad/1.0.0) in server mode.
+      first line:  {"event":"listening","mode":"dht-server","peer_id":...,"addrs":[...]}
+      per --bootstrap (dial, add to the routing table, look up our own ID through it):
+                   {"event":"bootstrapped","peer_id":...,"is_dht_server":bool,"added":bool,
+                    "closest":[ids],"routing_table":[ids]}  or {"event":"bootstrap_error",...}
+      then "connected"/"disconnected" lines as in listen mode.  stdin commands, one a
+      line, each answered by one line:
+        table           {"event":"routing_table","peers":[ids]}
+        value KEY       {"event":"local_value","key":...,"found":bool,"value":..,"value_hex":..}
+        providers KEY   {"event":"local_providers","key":...,"providers":[{"peer_id","addrs"}]}
+      Runs until stdin EOF (unless --ignore-stdin) or SIGTERM/SIGINT; exit 0.
+
+  One-shot DHT clients (KadDHT in client mode; dial MULTIADDR/p2p/ID, add it to the routing
+  table, run one operation, print one line).  Every line also carries "target",
+  "target_is_dht_server", "target_in_routing_table" and "queried" (peers asked FIND_NODE).
+  Values print as "value" (UTF-8 text, or null) and "value_hex".
+    pypeer.py dht-put MULTIADDR KEY VALUE
+      {"event":"dht-put","key":...,"stored_at":[ids that acked],"failed":[ids]}
+    pypeer.py dht-get MULTIADDR KEY
+      {"event":"dht-get","key":...,"found":bool,"value":...,"value_hex":...,
+       "from":{peer_id:{"value":...,"value_hex":...}}}       (who answered with a record)
+    pypeer.py dht-provide MULTIADDR KEY [--key-hex]
+      {"event":"dht-provide","key":...,"ok":bool,"peer_id":our id,"addrs":[...],
+       "sent_to":[ids]}          (listens on --host:0: a provider record needs addresses)
+    pypeer.py dht-providers MULTIADDR KEY [--key-hex]
+      {"event":"dht-providers","key":...,"providers":[{"peer_id","addrs"}],
+       "from":{peer_id:[provider ids in its GET_PROVIDERS answer]}}
+    pypeer.py dht-find MULTIADDR PEERID
+      {"event":"dht-find","peer_id":...,"found":bool,"addrs":[...]}
+  KEY is text (its UTF-8 bytes; --key-hex for raw bytes in provide/providers).  Value keys
+  must be "/<ns>/...": a permissive last-write-wins validator is registered for each
+  --namespace (default: "test"); see NOTES.md for why.
+
   On failure: {"event":"error","error":"..."} and exit code 1 (2 for a bad --seed);
   listen mode also fails this way if it cannot bind.  --hold S keeps the connection open S seconds after the result line (e.g.
   so the remote can identify or ping us back).
@@ -48,6 +83,10 @@ py-libp2p 0.8.1 quirks worked around here (see NOTES.md next to this file):
     down to trio's SocketStream and call getsockname() (see _socket_of()).
   * trio 0.35 uses strict exception groups: errors surface as ExceptionGroups, which
     _describe() flattens for the error JSON.
+  * KadDHT: unregistered key namespaces are "first write wins" (a second PUT_VALUE, even
+    of the same value, is refused with a stream reset), so we register a last-write-wins
+    validator per namespace; KadDHT.provide(str) reads a hex- or CID-looking string as
+    bytes, so we call its provider store with the key's UTF-8 bytes instead.
 """
 from __future__ import annotations
 
@@ -587,6 +626,302 @@ async def _run_listen(args, sigs) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# Kademlia DHT (py-libp2p's own KadDHT, /ipfs/kad/1.0.0)
+# --------------------------------------------------------------------------------------
+from libp2p.kad_dht import DHTMode, KadDHT  # noqa: E402
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID  # noqa: E402
+from libp2p.records.validator import Validator  # noqa: E402
+from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
+
+DEFAULT_DHT_NAMESPACES = ("test",)
+
+
+class LastWriteWinsValidator(Validator):
+    """Accepts any value; between two values the later one wins.
+
+    py-libp2p 0.8.1 has no validator for custom namespaces.  An *unregistered*
+    namespace (e.g. "/test/...") is accepted without validation by its
+    NamespacedValidator, but select() then returns index 0, and the PUT_VALUE
+    server calls select(key, [existing, new]): the first write wins, and even
+    re-putting the same value is refused (stream reset, no ack).  Every caller in
+    0.8.1 that compares an existing with an incoming value passes [existing, new]
+    (server PUT_VALUE) or collects values in arrival order (get_value), so "the
+    last index" means "the latest write".  The one exception is
+    KadDHT.put_value(), which calls select(key, [new, old]) when the *local*
+    store already holds a different value and then refuses; the one-shot modes
+    here start with an empty store, and dht-server never calls put_value().
+    """
+
+    def validate(self, key: str, value: bytes) -> None:
+        return None
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        if not values:
+            raise ValueError("Can't select from empty value list")
+        return len(values) - 1
+
+
+def make_dht(host, mode: DHTMode, namespaces) -> KadDHT:
+    dht = KadDHT(host, mode)
+    for ns in namespaces:
+        dht.register_validator(ns, LastWriteWinsValidator())
+    # py-libp2p resets (without answering) any inbound kad stream beyond 12
+    # concurrent ones.  A joining node refreshing its buckets opens more than
+    # that at once; raise the cap so the peer under test is judged on its
+    # protocol, not on py's CPU guard.
+    dht._inbound_limiter = trio.CapacityLimiter(256)
+    return dht
+
+
+def _key_bytes(args) -> bytes:
+    return bytes.fromhex(args.key) if getattr(args, "key_hex", False) else args.key.encode("utf-8")
+
+
+def _value_json(value: bytes | None) -> dict:
+    if value is None:
+        return {"value": None, "value_hex": None}
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"value": text, "value_hex": value.hex()}
+
+
+def _peer_json(info) -> dict:
+    return {"peer_id": str(info.peer_id), "addrs": [str(a) for a in info.addrs]}
+
+
+async def _wait_identified(host, peer_id: ID, limit: float = 3.0) -> list[str]:
+    """Wait (bounded) until the host's automatic identify has filled in the peer's
+    protocols; return them (empty if identify did not finish in time)."""
+    with trio.move_on_after(limit):
+        while True:
+            try:
+                protos = host.get_peerstore().get_protocols(peer_id)
+            except Exception:  # noqa: BLE001  (PeerStoreError: not known yet)
+                protos = []
+            if protos:
+                return [str(p) for p in protos]
+            await trio.sleep(0.02)
+    return []
+
+
+def _instrument(dht: KadDHT) -> dict:
+    """Wrap the per-peer RPC helpers of this KadDHT instance, so that the JSON can
+    say which peer answered what; py's high-level calls only return the result."""
+    seen: dict = {"stored_at": [], "store_failed": [], "value_from": {}, "queried": [],
+                  "add_provider_sent": [], "providers_from": {}}
+    vs, ps, pr = dht.value_store, dht.provider_store, dht.peer_routing
+
+    orig_store, orig_get = vs._store_at_peer, vs._get_from_peer
+    orig_add, orig_getp = ps._send_add_provider, ps._get_providers_from_peer_with_closers
+    orig_find = pr._query_peer_for_closest
+
+    async def store_at_peer(peer_id, key, value, record=None):
+        ok = await orig_store(peer_id, key, value, record=record)
+        seen["stored_at" if ok else "store_failed"].append(str(peer_id))
+        return ok
+
+    async def get_from_peer(peer_id, key, return_record=False, return_closer_peers=False):
+        res = await orig_get(peer_id, key, return_record=return_record,
+                             return_closer_peers=return_closer_peers)
+        rec = res[0] if isinstance(res, tuple) else res
+        if rec is not None:
+            val = rec.value if hasattr(rec, "value") else rec
+            seen["value_from"][str(peer_id)] = _value_json(val)
+        return res
+
+    async def send_add_provider(peer_id, key):
+        ok = await orig_add(peer_id, key)
+        if ok:
+            seen["add_provider_sent"].append(str(peer_id))
+        return ok
+
+    async def get_providers_from(peer_id, key):
+        provs, closer = await orig_getp(peer_id, key)
+        seen["providers_from"][str(peer_id)] = [str(p.peer_id) for p in provs]
+        return provs, closer
+
+    async def query_for_closest(peer, target_key):
+        res = await orig_find(peer, target_key)
+        seen["queried"].append(str(peer))
+        return res
+
+    vs._store_at_peer = store_at_peer
+    vs._get_from_peer = get_from_peer
+    ps._send_add_provider = send_add_provider
+    ps._get_providers_from_peer_with_closers = get_providers_from
+    pr._query_peer_for_closest = query_for_closest
+    return seen
+
+
+async def run_dht_client(args) -> int:
+    """One-shot DHT operation against the peer at args.multiaddr (client mode)."""
+    # Only a provider needs listen addresses (py's ADD_PROVIDER carries
+    # host.get_addrs(), and servers drop providers without addresses).  The
+    # other modes stay unreachable, so they are not offered to anyone as peers.
+    listen = ([Multiaddr(f"/ip4/{args.host}/tcp/0")]
+              if args.mode == "dht-provide" or args.listen else [])
+    host = make_host(args.seed, listen or None, retries=args.retries)
+    result: dict | None = None
+    try:
+        with trio.fail_after(args.timeout + args.hold + 5):
+            async with host.run(listen_addrs=listen):
+                if listen and not host.get_transport_addrs():
+                    raise OSError(f"could not listen on {listen[0]}")
+                dht = make_dht(host, DHTMode.CLIENT, args.namespace or DEFAULT_DHT_NAMESPACES)
+                seen = _instrument(dht)
+                with trio.fail_after(args.timeout):
+                    target, _conn = await dial(host, args.multiaddr)
+                    protos = await _wait_identified(host, target)
+                    added = await dht.add_peer(target)
+                    base = {"target": str(target),
+                            "target_is_dht_server": str(KAD_PROTOCOL_ID) in protos,
+                            "target_in_routing_table": bool(added)}
+                    if args.mode == "dht-put":
+                        await dht.put_value(args.key, args.value.encode("utf-8"))
+                        result = {"event": "dht-put", "key": args.key,
+                                  "stored_at": seen["stored_at"],
+                                  "failed": seen["store_failed"]}
+                    elif args.mode == "dht-get":
+                        value = await dht.get_value(args.key)
+                        result = {"event": "dht-get", "key": args.key,
+                                  "found": value is not None, **_value_json(value),
+                                  "from": seen["value_from"]}
+                    elif args.mode == "dht-provide":
+                        ok = await dht.provider_store.provide(_key_bytes(args))
+                        result = {"event": "dht-provide", "key": args.key, "ok": ok,
+                                  "peer_id": str(host.get_id()),
+                                  "addrs": [str(a) for a in host.get_addrs()],
+                                  "sent_to": seen["add_provider_sent"]}
+                    elif args.mode == "dht-providers":
+                        found = await dht.provider_store.find_providers(_key_bytes(args))
+                        uniq: dict = {}
+                        for p in found:
+                            uniq.setdefault(str(p.peer_id), p)
+                        result = {"event": "dht-providers", "key": args.key,
+                                  "providers": [_peer_json(p) for p in uniq.values()],
+                                  "from": seen["providers_from"]}
+                    else:  # dht-find
+                        want = ID.from_base58(args.peer)
+                        info = await dht.find_peer(want)
+                        result = {"event": "dht-find", "peer_id": args.peer,
+                                  "found": info is not None,
+                                  "addrs": [str(a) for a in info.addrs] if info else []}
+                    result.update(base)
+                    result["queried"] = seen["queried"]
+                emit(result)
+                if args.hold > 0:
+                    await trio.sleep(args.hold)
+                with trio.move_on_after(2):
+                    await host.close()
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if result is not None:
+            log.debug("teardown error after result: %s", _describe(e))
+            return 0
+        err = f"timeout after {args.timeout:g} s" if _has(e, trio.TooSlowError) else _describe(e)
+        emit({"event": "error", "error": err})
+        return 1
+    return 0
+
+
+async def run_dht_server(args) -> int:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        try:
+            return await _run_dht_server(args, sigs)
+        except Exception as e:  # noqa: BLE001
+            emit({"event": "error", "error": _describe(e)})
+            return 1
+
+
+def _routing_table_json(dht: KadDHT) -> list[str]:
+    return [str(p) for p in dht.routing_table.get_peer_ids()]
+
+
+async def _dht_server_commands(host, dht: KadDHT) -> None:
+    """Reads commands from stdin, one a line, answering each with one JSON line;
+    returns on EOF.  Commands: `table`, `value KEY`, `providers KEY`."""
+    try:
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+    except OSError as e:
+        log.info("stdin unusable (%s); running until a signal", e)
+        await trio.sleep_forever()
+    buf = b""
+    async with stdin:
+        while True:
+            try:
+                data = await stdin.receive_some(4096)
+            except (OSError, trio.BrokenResourceError) as e:
+                log.info("stdin error (%s); running until a signal", e)
+                await trio.sleep_forever()
+            if not data:
+                log.info("stdin EOF; shutting down")
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                cmd, _, arg = line.decode("utf-8", "replace").strip().partition(" ")
+                if cmd == "table":
+                    emit({"event": "routing_table", "peers": _routing_table_json(dht)})
+                elif cmd == "value":
+                    rec = dht.value_store.get(arg.encode("utf-8"))
+                    emit({"event": "local_value", "key": arg, "found": rec is not None,
+                          **_value_json(rec.value if rec is not None else None)})
+                elif cmd == "providers":
+                    provs = dht.provider_store.get_providers(arg.encode("utf-8"))
+                    emit({"event": "local_providers", "key": arg,
+                          "providers": [_peer_json(p) for p in provs]})
+                elif cmd:
+                    emit({"event": "error", "error": f"unknown command {cmd!r}"})
+
+
+async def _run_dht_server(args, sigs) -> int:
+    listen = Multiaddr(f"/ip4/{args.host}/tcp/{args.port}")
+    host = make_host(args.seed, [listen], retries=args.retries)
+    async with host.run(listen_addrs=[listen]):
+        if not host.get_transport_addrs():
+            raise OSError(f"could not listen on {listen} (address in use?)")
+        host.get_network().register_notifee(_ConnNotifee(host, None, False))
+        dht = make_dht(host, DHTMode.SERVER, args.namespace or DEFAULT_DHT_NAMESPACES)
+        async with background_trio_service(dht):
+            emit({"event": "listening", "mode": "dht-server", "peer_id": str(host.get_id()),
+                  "addrs": [str(a) for a in host.get_addrs()]})
+            for addr in args.bootstrap or []:
+                try:
+                    with trio.fail_after(args.timeout):
+                        peer, _conn = await dial(host, addr)
+                        protos = await _wait_identified(host, peer)
+                        added = await dht.add_peer(peer)
+                        closest = await dht.peer_routing.find_closest_peers_network(
+                            host.get_id().to_bytes())
+                    emit({"event": "bootstrapped", "peer_id": str(peer),
+                          "is_dht_server": str(KAD_PROTOCOL_ID) in protos,
+                          "added": bool(added), "closest": [str(p) for p in closest],
+                          "routing_table": _routing_table_json(dht)})
+                except Exception as e:  # noqa: BLE001
+                    emit({"event": "bootstrap_error", "addr": addr,
+                          "error": f"timeout after {args.timeout:g} s"
+                          if _has(e, trio.TooSlowError) else _describe(e)})
+            async with trio.open_nursery() as nursery:
+                async def stop_after(fn) -> None:
+                    await fn()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_after, lambda: _wait_signal(sigs))
+                if not args.ignore_stdin:
+                    nursery.start_soon(stop_after, lambda: _dht_server_commands(host, dht))
+        with trio.move_on_after(2) as cs:
+            cs.shield = True
+            try:
+                await host.close()
+            except Exception as e:  # noqa: BLE001
+                log.debug("close: %s", _describe(e))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
@@ -617,6 +952,34 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("multiaddr")
     pi.add_argument("--hold", type=float, default=0.0,
                     help="keep the connection open this many seconds after the result")
+    ns_help = ("register a permissive last-write-wins validator for this key namespace "
+               "(repeatable; default: test)")
+    pds = sub.add_parser("dht-server", parents=[common])
+    pds.add_argument("--port", type=int, default=0)
+    pds.add_argument("--host", default="127.0.0.1")
+    pds.add_argument("--bootstrap", action="append", metavar="MADDR",
+                     help="dial this peer (…/p2p/ID), add it to the routing table and "
+                          "look up our own ID through it (repeatable)")
+    pds.add_argument("--namespace", action="append", help=ns_help)
+    pds.add_argument("--ignore-stdin", action="store_true",
+                     help="do not read commands from stdin nor stop on its EOF")
+    for mode, extra in (("dht-put", ("key", "value")), ("dht-get", ("key",)),
+                        ("dht-provide", ("key",)), ("dht-providers", ("key",)),
+                        ("dht-find", ("peer",))):
+        pd = sub.add_parser(mode, parents=[common])
+        pd.add_argument("multiaddr")
+        for name in extra:
+            pd.add_argument(name)
+        if mode in ("dht-provide", "dht-providers"):
+            pd.add_argument("--key-hex", action="store_true",
+                            help="KEY is hex for raw bytes (default: its UTF-8 bytes)")
+        pd.add_argument("--namespace", action="append", help=ns_help)
+        pd.add_argument("--host", default="127.0.0.1",
+                        help="listen host when listening (dht-provide, --listen)")
+        pd.add_argument("--listen", action="store_true",
+                        help="listen on HOST:0 (dht-provide always does)")
+        pd.add_argument("--hold", type=float, default=0.0,
+                        help="keep running this many seconds after the result")
     args = p.parse_args(argv)
     if args.seed is not None:
         try:
@@ -640,6 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mode == "listen":
         return trio.run(run_listen, args)
+    if args.mode == "dht-server":
+        return trio.run(run_dht_server, args)
+    if args.mode.startswith("dht-"):
+        return trio.run(run_dht_client, args)
     return trio.run(run_dial_mode, args)
 
 

@@ -358,7 +358,7 @@ public struct KademliaBehaviour: Sendable {
             if storing.outstanding.isEmpty { out.append(finish(id, now)) }
             return out
         }
-        guard let response else { return requestFailed(id, peer: peer, now: now) }
+        guard let response else { return requestFailed(id, peer: peer, unreachable: false, now: now) }
         // A peer that answers is a DHT server: it belongs in the routing table.
         let addrs = q.lookup.candidates.first { $0.peer == peer }?.addresses ?? []
         out += peerSeen(peer, addresses: addrs, now: now)
@@ -385,10 +385,13 @@ public struct KademliaBehaviour: Sendable {
         return out + process(id, actions, now)
     }
 
-    public mutating func requestFailed(_ id: QueryID, peer: PeerID, now: Date) -> [KadAction] {
+    /// A request of query `id` to `peer` failed. `unreachable` says the peer could not be reached
+    /// at all (dial failure, timeout): only then is it dropped from the routing table — a peer
+    /// that refused one request (stream reset, bad answer) stays.
+    public mutating func requestFailed(_ id: QueryID, peer: PeerID, unreachable: Bool = true, now: Date) -> [KadAction] {
+        if unreachable { routingTable.remove(peer) }
         guard var q = queries[id] else { return [] }
         q.stats.failures += 1
-        routingTable.remove(peer)
         if var storing = q.storing {
             guard storing.outstanding.removeValue(forKey: peer) != nil else { return [] }
             q.storing = storing
