@@ -1,12 +1,17 @@
 import CairnCore
 import CairnCrypto
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// An upgraded libp2p connection (Noise + Yamux) over one channel. It carries out the actions of
 /// its `SecureConnectionMachine`; every piece of its state lives on the channel's event loop.
 public final class Connection: @unchecked Sendable, CustomStringConvertible, Hashable {
     public enum Direction: String, Sendable { case inbound, outbound }
+
+    /// Unique within the process, for tables keyed by connection.
+    public let id: UInt64 = Connection.nextID.withLockedValue { v in defer { v += 1 }; return v }
+    static let nextID = NIOLockedValueBox<UInt64>(1)
 
     public let channel: Channel
     public let direction: Direction

@@ -63,6 +63,26 @@ public final class DHTService: @unchecked Sendable {
     }
 
     public var protocolID: String { configuration.kademlia.protocolID }
+
+    public var mode: KademliaConfiguration.Mode { behaviour.withLockedValue { $0.configuration.mode } }
+
+    /// Switches between server and client mode (following reachability): a server answers and
+    /// announces the protocol; a client does neither. Peers learn of it by identify push.
+    public func setMode(_ mode: KademliaConfiguration.Mode) {
+        let changed = behaviour.withLockedValue { b -> Bool in
+            guard b.configuration.mode != mode else { return false }
+            b.configuration.mode = mode
+            return true
+        }
+        guard changed else { return }
+        if mode == .server {
+            node.swarm.handle(protocolID) { [unowned self] stream in try await self.serve(stream) }
+        } else {
+            node.swarm.unhandle(protocolID)
+        }
+        logger.notice("DHT mode is now \(mode)")
+        for c in node.swarm.connections { node.swarm.tasks.spawn { [node] in try? await node.pushIdentify(to: c) } }
+    }
     public var routingTable: RoutingTable { behaviour.withLockedValue { $0.routingTable } }
 
     /// Starts the timers and restores the saved routing table.

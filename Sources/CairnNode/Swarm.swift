@@ -73,6 +73,16 @@ public final class Swarm: @unchecked Sendable {
         }
     }
 
+    /// Stops serving a protocol (for example the DHT when reachability turns private).
+    public func unhandle(_ protocolID: String) {
+        state.withLockedValue {
+            $0.handlers[protocolID] = nil
+            $0.handlerOrder.removeAll { $0 == protocolID }
+        }
+    }
+
+    public func isHandling(_ protocolID: String) -> Bool { state.withLockedValue { $0.handlers[protocolID] != nil } }
+
     public var supportedProtocols: [String] { state.withLockedValue { $0.handlerOrder } }
 
     /// Called for every newly established connection (after the upgrade).

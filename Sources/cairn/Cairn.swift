@@ -13,7 +13,7 @@ struct Cairn: AsyncParsableCommand {
         commandName: "cairn",
         abstract: "A peer-to-peer node that finds and reaches peers without trusted servers (libp2p wire protocols).",
         subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self,
-                      Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self]
+                      Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self, Netcheck.self]
     )
 }
 
@@ -77,6 +77,8 @@ struct RunNode: AsyncParsableCommand {
     var listen: [String] = ["/ip4/0.0.0.0/tcp/4001"]
     @Option(name: .customLong("connect"), help: "Peer multiaddr to connect to at start (repeatable).")
     var connect: [String] = []
+    @Flag(name: .customLong("autonat-allow-private"), help: "Serve AutoNAT dial-backs to private addresses too (labs, LANs).")
+    var autonatAllowPrivate = false
 
     func run() async throws {
         let logger = common.bootstrapLogging()
@@ -85,6 +87,18 @@ struct RunNode: AsyncParsableCommand {
         let store = try PeerStore(path: common.dataDirectory.appendingPathComponent("peers.sqlite").path)
         let node = Node(identity: key, peerStore: store, logger: logger)
         let service = try dht.makeService(node: node, common: common, logger: logger)
+        var natConfig = NATService.Configuration()
+        natConfig.policy.allowPrivateAddresses = autonatAllowPrivate
+        let nat = NATService(node: node, dht: service, configuration: natConfig, logger: logger)
+        let prober = Task {
+            // Ask a few peers to dial us back: often at first, then every 15 minutes.
+            var round = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(round < 5 ? 60 : 900) * 1_000_000_000)
+                round += 1
+                for c in node.swarm.connections.shuffled().prefix(3) { _ = try? await nat.probe(c) }
+            }
+        }
         let bound = try await node.listen(addrs)
         print("peer id: \(node.peerID)")
         for a in bound { print("listening on \(a.appending(.p2p(node.peerID)))") }
@@ -107,6 +121,7 @@ struct RunNode: AsyncParsableCommand {
         }
         await waitForTermination()
         logger.notice("shutting down")
+        prober.cancel()
         presence?.cancel()
         service.stop()
         await node.shutdown()
@@ -406,4 +421,76 @@ final class OnceFlag: @unchecked Sendable {
 enum SignalSources {
     nonisolated(unsafe) static var retained: [DispatchSourceSignal] = []
     static func keep(_ s: [DispatchSourceSignal]) { retained += s }
+}
+
+struct Netcheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Report the address votes, adopted external addresses, NAT kind and reachability.")
+    @OptionGroup var common: CommonOptions
+    @Option(name: .customLong("bootstrap"), help: "Peer multiaddr with /p2p/<id> to ask (repeatable).")
+    var bootstrap: [String] = []
+    @Option(name: .customLong("listen"), help: "Listen (and dial from) this address.")
+    var listen: String = "/ip4/0.0.0.0/tcp/0"
+    @Option(help: "Seconds to gather votes and dial-backs.") var duration: Double = 10
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let logger = common.bootstrapLogging()
+        let key = try common.loadIdentity(logger)
+        let node = Node(identity: key, logger: logger)
+        let nat = NATService(node: node, dht: nil, logger: logger)
+        _ = try await node.listen([try Multiaddr(listen)])
+        let peers = try bootstrap.map { try Multiaddr($0) }
+        guard !peers.isEmpty else { throw ValidationError("give peers to ask with --bootstrap") }
+        let deadline = ContinuousClock.now + .milliseconds(Int(duration * 1000))
+        var conns: [Connection] = []
+        for p in peers {
+            do {
+                let c = try await node.dial(p)
+                _ = try await node.identify(c)
+                conns.append(c)
+            } catch {
+                logger.warning("\(p): \(error)")
+            }
+        }
+        await withTaskGroup(of: Void.self) { g in
+            for c in conns { g.addTask { _ = try? await nat.probe(c) } }
+            g.addTask { try? await Task.sleep(until: deadline) }
+            var done = 0
+            for await _ in g {
+                done += 1
+                if ContinuousClock.now >= deadline { g.cancelAll(); break }
+                if done == conns.count { g.cancelAll(); break }
+            }
+        }
+        let r = nat.report()
+        await node.shutdown()
+        if json {
+            let obj: [String: Any] = [
+                "votes": r.votes.map { ["observer": $0.observer.description, "observer_addr": $0.observerAddress.description,
+                                        "claimed": $0.observed.description, "local": $0.local.description,
+                                        "age_s": r.generatedAt.timeIntervalSince($0.at), "outbound": $0.outbound] as [String: Any] },
+                "external_addrs": r.external.map(\.description),
+                "nat": ["mapping": r.classification.mapping.rawValue, "port_allocation": r.classification.portAllocation.rawValue,
+                        "filtering": r.classification.filtering.rawValue, "observers": r.classification.observers] as [String: Any],
+                "reachability": r.reachability.reachability.rawValue,
+                "confidence": r.reachability.confidence,
+                "rejected_observations": Dictionary(uniqueKeysWithValues: r.rejectedObservations.map { ("\($0.key)", $0.value) }),
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print("votes (\(r.votes.count)):")
+            for v in r.votes {
+                let age = String(format: "%.1f", r.generatedAt.timeIntervalSince(v.at))
+                print("  observer \(v.observer.description.padding(toLength: 18, withPad: " ", startingAt: 0)) claims \(v.observed)  (local \(v.local), \(age)s ago)")
+            }
+            print("external addresses: \(r.external.isEmpty ? "none adopted (need 4 distinct observers)" : r.external.map(\.description).joined(separator: " "))")
+            let c = r.classification
+            print("NAT: mapping \(c.mapping.rawValue), port allocation \(c.portAllocation.rawValue), filtering \(c.filtering.rawValue) (\(c.observers) observers)")
+            print("reachability: \(r.reachability.reachability.rawValue) (confidence \(r.reachability.confidence))")
+            if !r.rejectedObservations.isEmpty {
+                print("rejected observations: " + r.rejectedObservations.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+            }
+        }
+    }
 }

@@ -1,0 +1,183 @@
+import CairnCore
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Address inference and reachability on a running node: records identify's observed address per
+/// connection into the voting book, notes inbound connections from hosts never contacted (proof of
+/// endpoint-independent filtering), serves AutoNAT dial-backs and asks peers for them, and lets
+/// the DHT's server/client mode follow the resulting reachability.
+public final class NATService: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var observed = ObservedAddressBook.Configuration()
+        public var serveAutoNAT = true
+        public var policy = AutoNAT.ServerPolicy()
+        public var dialBackTimeout: TimeAmount = .seconds(15)
+        public init() {}
+    }
+
+    public struct Report: Sendable {
+        public var votes: [ObservedAddressBook.Vote]
+        public var external: [Multiaddr]
+        public var classification: NATClassification
+        public var reachability: AutoNAT.ReachabilityTracker
+        public var rejectedObservations: [ObservedAddressBook.Rejection: Int]
+        public var generatedAt: Date
+    }
+
+    let node: Node
+    weak var dht: DHTService?
+    let configuration: Configuration
+    let logger: Logger
+
+    private struct State {
+        var book: ObservedAddressBook
+        var tracker = AutoNAT.ReachabilityTracker()
+        var policy: AutoNAT.ServerPolicy
+        var contacted: Set<[UInt8]> = []
+        var inboundFromUncontacted = false
+    }
+    private let state: NIOLockedValueBox<State>
+
+    public init(node: Node, dht: DHTService?, configuration: Configuration = Configuration(), logger: Logger) {
+        self.node = node
+        self.dht = dht
+        self.configuration = configuration
+        self.logger = logger
+        self.state = NIOLockedValueBox(State(book: ObservedAddressBook(configuration: configuration.observed), policy: configuration.policy))
+        node.onIdentified { [weak self] c, info in self?.identified(c, info) }
+        node.swarm.onConnected { [weak self] c in self?.connected(c) }
+        if configuration.serveAutoNAT {
+            node.swarm.handle(AutoNAT.protocolID) { [unowned self] stream in try await self.serve(stream) }
+        }
+    }
+
+    // MARK: Observations
+
+    private func connected(_ c: Connection) {
+        guard let (ip, _) = c.remoteAddress?.tcpEndpoint else { return }
+        state.withLockedValue { s in
+            if c.direction == .outbound {
+                s.contacted.insert(ip)
+            } else if !s.contacted.contains(ip) && IPScope(ip).isPublic && !s.inboundFromUncontacted {
+                s.inboundFromUncontacted = true
+            }
+        }
+        c.closed.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { $0.book.connectionClosed(c.id) }
+        }
+    }
+
+    private func identified(_ c: Connection, _ info: IdentifyInfo) {
+        guard let observed = info.observedAddr, let local = c.localAddress, let remote = c.remoteAddress else { return }
+        let rejection = state.withLockedValue { s in
+            s.book.record(connection: c.id, local: local, remote: remote, observed: observed,
+                          outbound: c.direction == .outbound, relayed: c.isLimited, now: Date())
+        }
+        if let rejection {
+            logger.info("ignored an observed address: \(rejection)", metadata: ["peer": "\(c.remotePeer?.description ?? "?")", "observed": "\(observed)"])
+        }
+    }
+
+    public var externalAddresses: [Multiaddr] { state.withLockedValue { $0.book.externalAddresses(now: Date()) } }
+    public var reachability: AutoNAT.ReachabilityTracker { state.withLockedValue { $0.tracker } }
+
+    public func report() -> Report {
+        let now = Date()
+        return state.withLockedValue { s in
+            s.book.expire(now: now)
+            let votes = s.book.liveVotes(now)
+            return Report(votes: votes, external: s.book.externalAddresses(now: now),
+                          classification: NATClassification.classify(votes: votes, minObservers: configuration.observed.minObservers,
+                                                                     inboundFromUncontacted: s.inboundFromUncontacted),
+                          reachability: s.tracker, rejectedObservations: s.book.rejected, generatedAt: now)
+        }
+    }
+
+    // MARK: AutoNAT server
+
+    func serve(_ stream: MuxedStream) async throws {
+        guard let requester = stream.connection.remotePeer, let (observedIP, _) = stream.connection.remoteAddress?.tcpEndpoint else { return }
+        let bytes = try await withTimeout(.seconds(10), on: stream.eventLoop) {
+            try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
+        }
+        let reply: AutoNAT.Message
+        do {
+            let (request, skipped) = try AutoNAT.decode(bytes)
+            if skipped > 0 { logger.info("autonat: skipped \(skipped) unparseable addresses", metadata: ["peer": "\(requester)"]) }
+            let decision = state.withLockedValue { $0.policy.decide(request: request, requester: requester, observedIP: observedIP, now: Date()) }
+            switch decision {
+            case .refuse(let status, let why):
+                logger.info("autonat: refused a dial-back: \(why)", metadata: ["peer": "\(requester)"])
+                reply = .dialResponse(status: status, text: why, address: nil)
+            case .dial(let targets):
+                reply = await dialBack(requester, targets)
+            }
+        } catch {
+            logger.info("autonat: bad request: \(error)", metadata: ["peer": "\(requester)"])
+            reply = .dialResponse(status: .badRequest, text: "\(error)", address: nil)
+        }
+        try await stream.writeLengthPrefixed(AutoNAT.encode(reply))
+        await stream.closeWrite()
+    }
+
+    /// Dials the requester back on a new connection at each target in turn.
+    private func dialBack(_ peer: PeerID, _ targets: [Multiaddr]) async -> AutoNAT.Message {
+        for t in targets {
+            do {
+                let conn = try await withTimeout(configuration.dialBackTimeout, on: node.swarm.group.next()) {
+                    try await self.node.swarm.dial(t.appending(.p2p(peer)))
+                }
+                await conn.close()
+                logger.debug("autonat: dialed back", metadata: ["peer": "\(peer)", "addr": "\(t)"])
+                return .dialResponse(status: .ok, text: nil, address: t)
+            } catch {
+                logger.debug("autonat: dial-back failed: \(error)", metadata: ["peer": "\(peer)", "addr": "\(t)"])
+            }
+        }
+        return .dialResponse(status: .dialError, text: "dial back failed", address: nil)
+    }
+
+    // MARK: AutoNAT client
+
+    /// The addresses to ask others to dial: adopted external addresses, else every observed one,
+    /// and our listen addresses.
+    func candidateAddresses() -> [Multiaddr] {
+        let (external, observed) = state.withLockedValue { s in
+            (s.book.externalAddresses(now: Date()), s.book.liveVotes(Date()).map(\.observed))
+        }
+        var out: [Multiaddr] = []
+        for a in external + observed + node.listenAddresses where !out.contains(a) && a.tcpEndpoint != nil && !a.isUnspecifiedIP {
+            out.append(a)
+        }
+        return Array(out.prefix(AutoNAT.maxAddresses))
+    }
+
+    /// Asks the peer on `connection` to dial us back; feeds the answer to the tracker and lets
+    /// the DHT mode follow a change. Returns the status.
+    @discardableResult
+    public func probe(_ connection: Connection) async throws -> AutoNAT.Status {
+        let stream = try await connection.openStream([AutoNAT.protocolID])
+        try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: candidateAddresses())))
+        let bytes = try await withTimeout(configuration.dialBackTimeout + .seconds(5), on: connection.eventLoop) {
+            try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
+        }
+        await stream.closeWrite()
+        guard case (.dialResponse(let status, let text, let addr), _) = try AutoNAT.decode(bytes) else {
+            throw StreamError.protocolViolation("autonat: expected DIAL_RESPONSE")
+        }
+        let (changed, now) = state.withLockedValue { s in (s.tracker.record(status, address: addr), s.tracker) }
+        logger.info("autonat answer", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")", "status": "\(status)",
+                                                 "text": "\(text ?? "")", "reachability": "\(now.reachability.rawValue)", "confidence": "\(now.confidence)"])
+        if changed {
+            logger.notice("reachability is now \(now.reachability.rawValue)")
+            switch now.reachability {
+            case .public: dht?.setMode(.server)
+            case .private: dht?.setMode(.client)
+            case .unknown: break
+            }
+        }
+        return status
+    }
+}
