@@ -21,9 +21,7 @@ public final class PeerStore: Sendable {
     let db: DatabasePool
 
     public init(path: String) throws {
-        var config = Configuration()
-        config.journalMode = .wal
-        db = try DatabasePool(path: path, configuration: config)
+        db = try SQLiteFile.openPool(path: path)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-peers") { db in
             try db.create(table: "peer") { t in
@@ -37,7 +35,7 @@ public final class PeerStore: Sendable {
                 t.column("last_seen", .double).notNull()
             }
         }
-        try migrator.migrate(db)
+        try SQLiteFile.migrate(migrator, db)
     }
 
     /// Records what identify said of `peer`. The record, if any, must already be verified.

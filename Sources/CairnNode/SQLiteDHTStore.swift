@@ -17,21 +17,11 @@ import GRDB
 public final class SQLiteDHTStore: DHTStore, Sendable {
     let db: DatabasePool
     public let validator: RecordValidator
-    public static let busyTimeout: TimeInterval = 5
+    public static var busyTimeout: TimeInterval { SQLiteFile.busyTimeout }
 
     public init(path: String, validator: RecordValidator) throws {
         self.validator = validator
-        var config = Configuration()
-        config.journalMode = .wal
-        // Two instances on one file (the node and `cairn peers`) would otherwise get SQLITE_BUSY
-        // at once; GRDB's writes are BEGIN IMMEDIATE, so a timeout is enough to serialize them.
-        config.busyMode = .timeout(Self.busyTimeout)
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        db = try DatabasePool(path: path, configuration: config)
-        // GRDB runs prepareDatabase *before* it switches the writer to WAL, and that switch sets
-        // `synchronous = NORMAL` (setUpWALMode), silently undoing the line above on the only
-        // connection that writes. Set it again now; the pool keeps this one writer for its life.
-        try db.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        db = try SQLiteFile.openPool(path: path)
 
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-dht") { db in
@@ -57,15 +47,7 @@ public final class SQLiteDHTStore: DHTStore, Sendable {
                 t.column("last_seen", .double).notNull()
             }
         }
-        do {
-            try migrator.migrate(db)
-        } catch {
-            // GRDB reads which migrations are applied outside the migration's transaction, so two
-            // instances creating one fresh file at the same moment can both try to run it, and
-            // the later one fails ("table already exists"). Once more: it then sees the other's
-            // committed migration and has nothing to do; a genuine failure happens again.
-            try migrator.migrate(db)
-        }
+        try SQLiteFile.migrate(migrator, db)
     }
 
     // MARK: Records
@@ -95,9 +77,10 @@ public final class SQLiteDHTStore: DHTStore, Sendable {
     /// The caller has already validated the record and decided it wins over the stored one
     /// (`Kademlia.storeValidated`). As a second line of defence (another instance or process may
     /// have written in between), a signed record (presence or application) never replaces an
-    /// unexpired stored row whose seq is higher; that throws `RecordError.staleSequence`. Opaque
-    /// records carry no seq, so a later write always replaces. "Unexpired" is judged at the
-    /// record's `receivedAt`, the caller's clock when it validated.
+    /// unexpired stored row whose seq is higher; that throws `RecordError.staleSequence` (spelled
+    /// `CairnCore.RecordError` below: GRDB has a `RecordError` too). Opaque records carry no seq,
+    /// so a later write always replaces. "Unexpired" is judged at the record's `receivedAt`, the
+    /// caller's clock when it validated.
     public func putRecord(_ record: DHTRecord) throws {
         try db.write { db in
             var signed = true
@@ -106,7 +89,7 @@ public final class SQLiteDHTStore: DHTStore, Sendable {
                 db, sql: "SELECT seq FROM dht_record WHERE key = ? AND expires_at > ?",
                 arguments: [Data(record.key), record.receivedAt.timeIntervalSince1970]
             ).map({ UInt64(bitPattern: $0) }), stored > record.seq {
-                throw RecordError.staleSequence(stored: stored, offered: record.seq)
+                throw CairnCore.RecordError.staleSequence(stored: stored, offered: record.seq)
             }
             try db.execute(sql: """
                 INSERT INTO dht_record (key, value, seq, expires_at, received_at) VALUES (?, ?, ?, ?, ?)

@@ -150,7 +150,7 @@ final class SQLiteDHTStoreTests: XCTestCase {
         let a5 = try application([5], seq: 5)
         try store.putRecord(a6)
         XCTAssertThrowsError(try store.putRecord(a5)) {
-            XCTAssertEqual($0 as? RecordError, .staleSequence(stored: 6, offered: 5))
+            XCTAssertEqual($0 as? CairnCore.RecordError, .staleSequence(stored: 6, offered: 5))
         }
         assertSame(try store.record(forKey: a6.key, now: now), a6)
         // Higher replaces.
@@ -241,7 +241,7 @@ final class SQLiteDHTStoreTests: XCTestCase {
         let store = try makeStore()
         let first = PrivateKey.generate().peerID
         try store.saveRouting([(first, [], now)])
-        // A snapshot whose write fails part-way (a NOT NULL violation injected by a trigger)
+        // A snapshot whose write fails part-way (an insert refused by a trigger we add)
         // leaves the previous snapshot intact.
         let poison = PrivateKey.generate().peerID
         try rawConnection().write { db in
@@ -312,6 +312,7 @@ final class SQLiteDHTStoreTests: XCTestCase {
         // with SQLITE_BUSY, and readers are not blocked.
         let errors = ErrorBox()
         let stores = [first, second]
+        let now = self.now
         DispatchQueue.concurrentPerform(iterations: 200) { i in
             do {
                 let store = stores[i % 2]
@@ -328,24 +329,43 @@ final class SQLiteDHTStoreTests: XCTestCase {
     }
 
     func testManyInstancesCreatingOneFreshFileAtOnce() throws {
-        // Each opens the not-yet-existing database and runs the migration.
-        let errors = ErrorBox()
-        let opened = ErrorBox()
-        DispatchQueue.concurrentPerform(iterations: 8) { _ in
-            do {
-                let store = try makeStore()
-                _ = try store.recordCount()
-                opened.append(CancellationError())
-            } catch {
-                errors.append(error)
+        // Eight instances open a database that does not exist yet, at once: each switches it to
+        // WAL and runs the migration. The races are narrow, so this is done on twenty fresh files;
+        // every other one already exists, empty and in WAL mode, so that the instances do not
+        // queue up on the switch to WAL and run into each other in the migration instead.
+        let validator = self.validator
+        for round in 0..<20 {
+            let path = dir.appendingPathComponent("fresh-\(round).sqlite").path
+            if round % 2 == 1 {
+                let q = try DatabaseQueue(path: path)
+                _ = try q.writeWithoutTransaction { db in try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL") }
+                try q.close()
             }
+            let errors = ErrorBox()
+            let opened = Counter()
+            DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                do {
+                    let store = try SQLiteDHTStore(path: path, validator: validator)
+                    _ = try store.recordCount()
+                    opened.increment()
+                } catch {
+                    errors.append(error)
+                }
+            }
+            XCTAssertEqual(errors.all.map { "\($0)" }, [], "round \(round)")
+            XCTAssertEqual(opened.value, 8)
+            let store = try SQLiteDHTStore(path: path, validator: validator)
+            try store.putRecord(try application([1], seq: 1))
+            XCTAssertEqual(try store.recordCount(), 1)
         }
-        XCTAssertEqual(errors.all.map { "\($0)" }, [])
-        XCTAssertEqual(opened.all.count, 8)
-        let store = try makeStore()
-        try store.putRecord(try application([1], seq: 1))
-        XCTAssertEqual(try store.recordCount(), 1)
     }
+}
+
+private final class Counter: @unchecked Sendable {
+    private var n = 0
+    private let lock = NSLock()
+    func increment() { lock.withLock { n += 1 } }
+    var value: Int { lock.withLock { n } }
 }
 
 private final class ErrorBox: @unchecked Sendable {
