@@ -192,7 +192,13 @@ public final class Node: @unchecked Sendable {
 
     /// The result of the automatic identify exchange on `connection` (started when it came up).
     public func identify(_ connection: Connection) async throws -> IdentifyInfo {
-        let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
+        try await identifyTask(for: connection).value
+    }
+
+    /// The one identify exchange per connection: started by whoever asks first (normally the
+    /// connection coming up); its result goes to the peer store and the observers.
+    private func identifyTask(for connection: Connection) -> Task<IdentifyInfo, Error> {
+        state.withLockedValue { s -> Task<IdentifyInfo, Error> in
             if let t = s.identifyTasks[connection] { return t }
             let t = Task { () throws -> IdentifyInfo in
                 let info = try await self.requestIdentify(connection)
@@ -203,24 +209,13 @@ public final class Node: @unchecked Sendable {
             track(t)
             return t
         }
-        return try await task.value
     }
 
     private func connectionEstablished(_ connection: Connection) {
-        let task = state.withLockedValue { s -> Task<IdentifyInfo, Error> in
-            let t = Task { () throws -> IdentifyInfo in
-                let info = try await self.requestIdentify(connection)
-                if let remote = connection.remotePeer { self.record(info, from: remote, on: connection) }
-                return info
-            }
-            s.identifyTasks[connection] = t
-            track(t)
-            return t
-        }
+        _ = identifyTask(for: connection)
         connection.closed.whenComplete { [weak self] _ in
             _ = self?.state.withLockedValue { $0.identifyTasks.removeValue(forKey: connection) }
         }
-        _ = task
     }
 
     /// Has the swarm's shutdown cancel `task` and wait for it before the event loops go away.

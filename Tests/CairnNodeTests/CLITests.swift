@@ -18,25 +18,7 @@ final class CLITests: XCTestCase {
             XCTFail("cairn binary not built at \(bin.path)")
             return (-1, "", "")
         }
-        let p = Process()
-        p.executableURL = bin
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        let o = LockedData(), e = LockedData()
-        out.fileHandleForReading.readabilityHandler = { h in o.append(h.availableData) }
-        err.fileHandleForReading.readabilityHandler = { h in e.append(h.availableData) }
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { try await Task.sleep(nanoseconds: 20_000_000) }
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        o.append(out.fileHandleForReading.readDataToEndOfFile())
-        e.append(err.fileHandleForReading.readDataToEndOfFile())
-        return (p.terminationStatus, o.string, e.string)
+        return try await runProcess(bin.path, args, timeout: timeout)
     }
 
     func testCairnPingAndIdentifyAgainstPyLibp2p() async throws {

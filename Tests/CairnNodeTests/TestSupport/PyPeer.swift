@@ -34,27 +34,8 @@ enum PyPeer {
 
     /// Runs a one-shot mode (ping, identify) to completion, bounded by `timeout` seconds.
     static func run(_ args: [String], timeout: Double = 40) async throws -> Result {
-        let py = try python()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: py)
-        p.arguments = [script] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        let outData = LockedData(), errData = LockedData()
-        out.fileHandleForReading.readabilityHandler = { h in outData.append(h.availableData) }
-        err.fileHandleForReading.readabilityHandler = { h in errData.append(h.availableData) }
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { try await Task.sleep(nanoseconds: 20_000_000) }
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        outData.append(out.fileHandleForReading.readDataToEndOfFile())
-        errData.append(err.fileHandleForReading.readDataToEndOfFile())
-        return Result(status: p.terminationStatus, stdout: outData.string, stderr: errData.string)
+        let (status, stdout, stderr) = try await runProcess(try python(), [script] + args, timeout: timeout)
+        return Result(status: status, stdout: stdout, stderr: stderr)
     }
 
     /// A long-running `listen` peer; stops when its stdin closes.
@@ -108,6 +89,31 @@ enum PyPeer {
             process.waitUntilExit()
         }
     }
+}
+
+/// Runs a program to completion (killed after `timeout` seconds); returns its exit status and
+/// what it printed.
+func runProcess(_ executable: String, _ args: [String], timeout: Double) async throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    let outData = LockedData(), errData = LockedData()
+    out.fileHandleForReading.readabilityHandler = { h in outData.append(h.availableData) }
+    err.fileHandleForReading.readabilityHandler = { h in errData.append(h.availableData) }
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { try await Task.sleep(nanoseconds: 20_000_000) }
+    if p.isRunning { p.terminate() }
+    p.waitUntilExit()
+    out.fileHandleForReading.readabilityHandler = nil
+    err.fileHandleForReading.readabilityHandler = nil
+    outData.append(out.fileHandleForReading.readDataToEndOfFile())
+    errData.append(err.fileHandleForReading.readDataToEndOfFile())
+    return (p.terminationStatus, outData.string, errData.string)
 }
 
 final class LockedData: @unchecked Sendable {
