@@ -122,19 +122,35 @@ public final class NATService: @unchecked Sendable {
         await stream.closeWrite()
     }
 
-    /// Dials the requester back on a new connection at each target in turn.
+    /// Dials the requester back on new connections to all targets at once, within one overall
+    /// `dialBackTimeout`; the first success answers (the others are cancelled).
     private func dialBack(_ peer: PeerID, _ targets: [Multiaddr]) async -> AutoNAT.Message {
-        for t in targets {
-            do {
-                let conn = try await withTimeout(configuration.dialBackTimeout, on: node.swarm.group.next()) {
-                    try await self.node.swarm.dial(t.appending(.p2p(peer)))
+        let swarm = node.swarm
+        let logger = self.logger
+        let reached: Multiaddr? = try? await withTimeout(configuration.dialBackTimeout, on: swarm.group.next()) {
+            await withTaskGroup(of: Multiaddr?.self) { g in
+                for t in targets {
+                    g.addTask {
+                        do {
+                            let conn = try await swarm.dial(t.appending(.p2p(peer)))
+                            await conn.close()
+                            return t
+                        } catch {
+                            logger.debug("autonat: dial-back failed: \(error)", metadata: ["peer": "\(peer)", "addr": "\(t)"])
+                            return nil
+                        }
+                    }
                 }
-                await conn.close()
-                logger.debug("autonat: dialed back", metadata: ["peer": "\(peer)", "addr": "\(t)"])
-                return .dialResponse(status: .ok, text: nil, address: t)
-            } catch {
-                logger.debug("autonat: dial-back failed: \(error)", metadata: ["peer": "\(peer)", "addr": "\(t)"])
+                for await r in g where r != nil {
+                    g.cancelAll()
+                    return r
+                }
+                return nil
             }
+        }
+        if let reached {
+            logger.debug("autonat: dialed back", metadata: ["peer": "\(peer)", "addr": "\(reached)"])
+            return .dialResponse(status: .ok, text: nil, address: reached)
         }
         return .dialResponse(status: .dialError, text: "dial back failed", address: nil)
     }
