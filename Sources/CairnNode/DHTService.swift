@@ -57,7 +57,10 @@ public final class DHTService: @unchecked Sendable {
         self.behaviour = NIOLockedValueBox(KademliaBehaviour(local: node.peerID, store: store, configuration: configuration.kademlia))
         self.limiter = NIOLockedValueBox(PeerRateLimiter(rate: configuration.requestRate, burst: configuration.requestBurst))
         if configuration.kademlia.mode == .server {
-            node.swarm.handle(configuration.kademlia.protocolID) { [unowned self] stream in try await self.serve(stream) }
+            node.swarm.handle(configuration.kademlia.protocolID) { [weak self] stream in
+                guard let self else { throw StreamError.connectionClosed("DHT service is gone") }
+                try await self.serve(stream)
+            }
         }
         node.onIdentified { [weak self] conn, info in self?.identified(conn, info) }
     }
@@ -76,7 +79,10 @@ public final class DHTService: @unchecked Sendable {
         }
         guard changed else { return }
         if mode == .server {
-            node.swarm.handle(protocolID) { [unowned self] stream in try await self.serve(stream) }
+            node.swarm.handle(protocolID) { [weak self] stream in
+                guard let self else { throw StreamError.connectionClosed("DHT service is gone") }
+                try await self.serve(stream)
+            }
         } else {
             node.swarm.unhandle(protocolID)
         }

@@ -49,7 +49,10 @@ public final class NATService: @unchecked Sendable {
         node.onIdentified { [weak self] c, info in self?.identified(c, info) }
         node.swarm.onConnected { [weak self] c in self?.connected(c) }
         if configuration.serveAutoNAT {
-            node.swarm.handle(AutoNAT.protocolID) { [unowned self] stream in try await self.serve(stream) }
+            node.swarm.handle(AutoNAT.protocolID) { [weak self] stream in
+                guard let self else { throw StreamError.connectionClosed("AutoNAT service is gone") }
+                try await self.serve(stream)
+            }
         }
     }
 

@@ -36,8 +36,14 @@ public final class Node: @unchecked Sendable {
         self.logger = logger
         self.swarm = Swarm(identity: identity, configuration: configuration.swarm, group: group, logger: logger)
         swarm.handle(Ping.protocolID) { stream in try await Self.servePing(stream) }
-        swarm.handle(IdentifyInfo.protocolID) { [unowned self] stream in try await self.serveIdentify(stream) }
-        swarm.handle(IdentifyInfo.pushProtocolID) { [unowned self] stream in try await self.receivePush(stream) }
+        swarm.handle(IdentifyInfo.protocolID) { [weak self] stream in
+            guard let self else { throw StreamError.connectionClosed("node is gone") }
+            try await self.serveIdentify(stream)
+        }
+        swarm.handle(IdentifyInfo.pushProtocolID) { [weak self] stream in
+            guard let self else { throw StreamError.connectionClosed("node is gone") }
+            try await self.receivePush(stream)
+        }
         swarm.onConnected { [weak self] c in self?.connectionEstablished(c) }
     }
 
