@@ -79,6 +79,8 @@ struct RunNode: AsyncParsableCommand {
     var connect: [String] = []
     @Flag(name: .customLong("autonat-allow-private"), help: "Serve AutoNAT dial-backs to private addresses too (labs, LANs).")
     var autonatAllowPrivate = false
+    @Flag(name: .customLong("no-stun"), help: "Do not answer STUN Binding requests on the UDP port beside each TCP listen port.")
+    var noSTUN = false
 
     func run() async throws {
         let logger = common.bootstrapLogging()
@@ -102,6 +104,22 @@ struct RunNode: AsyncParsableCommand {
         let bound = try await node.listen(addrs)
         print("peer id: \(node.peerID)")
         for a in bound { print("listening on \(a.appending(.p2p(node.peerID)))") }
+        var stunServers: [STUNServer] = []
+        if !noSTUN {
+            for a in addrs {
+                // Beside the port actually bound (a configured port 0 becomes a real one).
+                guard let (ip, _) = a.tcpEndpoint,
+                      let port = bound.first(where: { $0.tcpEndpoint?.ip.count == ip.count })?.tcpEndpoint?.port else { continue }
+                let udpBeside = Multiaddr(components: [ip.count == 4 ? .ip4(ip) : .ip6(ip), .tcp(port)])
+                do {
+                    let s = try await STUNServer.start(besideTCP: udpBeside, group: node.swarm.group, logger: logger)
+                    stunServers.append(s)
+                    print("stun on \(s.multiaddr?.description ?? "?")")
+                } catch {
+                    logger.warning("STUN responder beside \(a) not started: \(error)")
+                }
+            }
+        }
         fflush(nil)
         service.start()
         for c in connect {
@@ -123,6 +141,7 @@ struct RunNode: AsyncParsableCommand {
         logger.notice("shutting down")
         prober.cancel()
         presence?.cancel()
+        for s in stunServers { await s.close() }
         service.stop()
         await node.shutdown()
     }
