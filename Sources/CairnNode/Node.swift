@@ -13,6 +13,9 @@ public final class Node: @unchecked Sendable {
         public var protocolVersion = IdentifyInfo.defaultProtocolVersion
         public var swarm = Swarm.Configuration()
         public var identifyTimeout: TimeAmount = .seconds(10)
+        /// Testing aid for adversarial tests only: claim this as every peer's observed address
+        /// instead of the truth (a lying observer). Never set in normal operation.
+        public var testingClaimedObservedAddress: Multiaddr?
         public init() {}
     }
 
@@ -140,7 +143,8 @@ public final class Node: @unchecked Sendable {
     public func identifyMessage(for connection: Connection) -> IdentifyInfo {
         IdentifyInfo(protocolVersion: configuration.protocolVersion, agentVersion: configuration.agentVersion,
                      publicKey: swarm.identity.publicKey, listenAddrs: swarm.listenAddresses,
-                     observedAddr: connection.remoteAddress, protocols: swarm.supportedProtocols)
+                     observedAddr: configuration.testingClaimedObservedAddress ?? connection.remoteAddress,
+                     protocols: swarm.supportedProtocols)
     }
 
     func serveIdentify(_ stream: MuxedStream) async throws {

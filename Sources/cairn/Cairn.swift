@@ -81,13 +81,21 @@ struct RunNode: AsyncParsableCommand {
     var autonatAllowPrivate = false
     @Flag(name: .customLong("no-stun"), help: "Do not answer STUN Binding requests on the UDP port beside each TCP listen port.")
     var noSTUN = false
+    @Option(name: .customLong("testing-claim-observed"),
+            help: ArgumentHelp("Adversarial testing only: tell every peer it was observed at this address.", visibility: .hidden))
+    var testingClaimObserved: String?
 
     func run() async throws {
         let logger = common.bootstrapLogging()
         let key = try common.loadIdentity(logger)
         let addrs = try listen.map { try Multiaddr($0) }
         let store = try PeerStore(path: common.dataDirectory.appendingPathComponent("peers.sqlite").path)
-        let node = Node(identity: key, peerStore: store, logger: logger)
+        var nodeConfig = Node.Configuration()
+        if let lie = testingClaimObserved {
+            nodeConfig.testingClaimedObservedAddress = try Multiaddr(lie)
+            logger.warning("testing mode: claiming every peer was observed at \(lie)")
+        }
+        let node = Node(identity: key, configuration: nodeConfig, peerStore: store, logger: logger)
         let service = try dht.makeService(node: node, common: common, logger: logger)
         var natConfig = NATService.Configuration()
         natConfig.policy.allowPrivateAddresses = autonatAllowPrivate

@@ -68,4 +68,42 @@ final class NetcheckLabTests: XCTestCase {
         // No NAT: its own address, confirmed public.
         try check("d", external: ["/ip4/\(try lab.host("d").ip)/tcp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "public")
     }
+
+    /// One host running ten identities that all claim a false address cannot make it win: they
+    /// are one observer. The truth, seen by four distinct hosts, is adopted.
+    func testTenIdentitiesOnOneHostCannotMakeAFalseAddressWin() async throws {
+        let bin = CLITests.productsDirectory.appendingPathComponent("cairn").path
+        let lab = try NATLab(spec: ["pub:5", "home:b"])
+        addTeardownBlock { lab.tearDown() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sybil-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let lie = "/ip4/203.0.113.66/tcp/6666"
+
+        func start(_ host: NATLab.Host, port: Int, name: String, extra: [String] = []) throws -> String {
+            let node = try lab.spawn(in: host, [bin, "node", "--data-dir", dir.appendingPathComponent(name).path,
+                                                "--listen", "/ip4/\(host.ip)/tcp/\(port)", "--peers-file", "/dev/null",
+                                                "--no-stun", "--log-level", "error"] + extra)
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline, let line = node.nextLine(timeout: 20) {
+                if line.hasPrefix("listening on ") { return String(line.dropFirst("listening on ".count)) }
+            }
+            throw NSError(domain: "lab", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(name) did not start"])
+        }
+        var bootstrap: [String] = []
+        for i in 1...4 { bootstrap.append(try start(try lab.host("pub\(i)"), port: 4001, name: "pub\(i)")) }
+        let sybilHost = try lab.host("pub5")
+        for i in 0..<10 {
+            bootstrap.append(try start(sybilHost, port: 5001 + i, name: "sybil\(i)", extra: ["--testing-claim-observed", lie]))
+        }
+        let out = lab.run(in: try lab.host("b"), [bin, "netcheck", "--data-dir", dir.appendingPathComponent("h").path,
+                                                  "--listen", "/ip4/0.0.0.0/tcp/4001", "--duration", "20", "--json", "--log-level", "error"]
+                          + bootstrap.flatMap { ["--bootstrap", $0] }, timeout: 60)
+        let line = out.stdout.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
+        let r = try XCTUnwrap((try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any], "\(out)")
+        let votes = try XCTUnwrap(r["votes"] as? [[String: Any]])
+        XCTAssertEqual(votes.count, 14, "\(r)")
+        XCTAssertEqual(votes.filter { $0["claimed"] as? String == lie }.count, 10, "\(r)")
+        XCTAssertEqual(Set(votes.filter { $0["claimed"] as? String == lie }.compactMap { $0["observer"] as? String }), [sybilHost.ip])
+        XCTAssertEqual(r["external_addrs"] as? [String], ["/ip4/\(try lab.router("b").ip)/tcp/4001"], "\(r)")
+    }
 }
