@@ -304,6 +304,18 @@ public struct Multiaddr: Hashable, Sendable, CustomStringConvertible {
     /// Whether the address is relayed (contains `/p2p-circuit`).
     public var isRelayed: Bool { components.contains(.p2pCircuit) }
 
+    /// The IP address and port of a TCP or UDP address (`tcpEndpoint` or `udpEndpoint`).
+    public var ipPortEndpoint: (ip: [UInt8], port: UInt16)? { tcpEndpoint ?? udpEndpoint }
+
+    /// The IP address and UDP port, for addresses of the form /ip4|ip6/…/udp/… exactly.
+    public var udpEndpoint: (ip: [UInt8], port: UInt16)? {
+        guard components.count == 2 else { return nil }
+        switch (components[0], components[1]) {
+        case (.ip4(let b), .udp(let p)), (.ip6(let b), .udp(let p)): return (b, p)
+        default: return nil
+        }
+    }
+
     /// The IP address and TCP port, for addresses of the form /ip4|ip6/…/tcp/… (optionally /p2p/…).
     public var tcpEndpoint: (ip: [UInt8], port: UInt16)? {
         guard components.count >= 2 else { return nil }

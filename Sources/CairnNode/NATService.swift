@@ -32,6 +32,7 @@ public final class NATService: @unchecked Sendable {
     let logger: Logger
 
     private struct State {
+        var stunVotes: UInt64 = 0
         var book: ObservedAddressBook
         var tracker = AutoNAT.ReachabilityTracker()
         var policy: AutoNAT.ServerPolicy
@@ -96,6 +97,38 @@ public final class NATService: @unchecked Sendable {
                                                                      inboundFromUncontacted: s.inboundFromUncontacted),
                           reachability: s.tracker, rejectedObservations: s.book.rejected, generatedAt: now)
         }
+    }
+
+    // MARK: STUN voters
+
+    /// Asks the STUN responders of `peers` (the UDP port beside each peer's TCP port) where our
+    /// UDP socket on `localPort` appears. One query at a time from that same port, so their
+    /// answers describe one mapping; each answer is one more vote (never trusted alone). Returns
+    /// how many answered.
+    @discardableResult
+    public func querySTUN(peers: [Multiaddr], localPort: Int, timeout: TimeAmount = .seconds(2)) async -> Int {
+        let client = STUNClient(group: node.swarm.group)
+        var answered = 0
+        for peer in peers {
+            guard let (ip, port) = peer.tcpEndpoint else { continue }
+            do {
+                let server = try SocketAddress(ipAddress: IPAddressText.format(ip), port: Int(port))
+                let local = try SocketAddress(ipAddress: ip.count == 4 ? "0.0.0.0" : "::", port: localPort)
+                let (mapped, bound) = try await client.exchange(server: server, timeout: timeout, from: local)
+                let m = Multiaddr(components: [mapped.ip.count == 4 ? .ip4(mapped.ip) : .ip6(mapped.ip), .udp(mapped.port)])
+                let serverAddr = Multiaddr(components: [ip.count == 4 ? .ip4(ip) : .ip6(ip), .udp(port)])
+                guard let boundTCPish = Multiaddr(tcp: bound), let (lip, lport) = boundTCPish.tcpEndpoint else { continue }
+                let localAddr = Multiaddr(components: [lip.count == 4 ? .ip4(lip) : .ip6(lip), .udp(lport)])
+                let rejection = state.withLockedValue { s -> ObservedAddressBook.Rejection? in
+                    s.stunVotes += 1
+                    return s.book.recordSTUN(id: ObservedAddressBook.stunVoteID(s.stunVotes), local: localAddr, server: serverAddr, mapped: m, now: Date())
+                }
+                if let rejection { logger.info("ignored a STUN answer: \(rejection)", metadata: ["server": "\(serverAddr)"]) } else { answered += 1 }
+            } catch {
+                logger.debug("STUN query failed: \(error)", metadata: ["peer": "\(peer)"])
+            }
+        }
+        return answered
     }
 
     // MARK: AutoNAT server

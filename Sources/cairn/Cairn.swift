@@ -459,6 +459,7 @@ struct Netcheck: AsyncParsableCommand {
     @Option(name: .customLong("listen"), help: "Listen (and dial from) this address.")
     var listen: String = "/ip4/0.0.0.0/tcp/0"
     @Option(help: "Seconds to gather votes and dial-backs.") var duration: Double = 10
+    @Flag(help: "Also ask each peer's STUN responder (UDP, beside its TCP port) for our UDP mapping.") var stun = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -479,6 +480,9 @@ struct Netcheck: AsyncParsableCommand {
             } catch {
                 logger.warning("\(p): \(error)")
             }
+        }
+        if stun, let port = node.listenAddresses.first?.tcpEndpoint?.port {
+            await nat.querySTUN(peers: conns.compactMap(\.remoteAddress), localPort: Int(port))
         }
         await withTaskGroup(of: Void.self) { g in
             for c in conns { g.addTask { _ = try? await nat.probe(c) } }

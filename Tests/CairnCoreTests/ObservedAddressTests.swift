@@ -103,4 +103,33 @@ final class ObservedAddressTests: XCTestCase {
         XCTAssertEqual(NATClassification.classify(votes: votes([4001, 4001, 4001])).mapping, .unknown, "three observers are not enough")
         XCTAssertEqual(NATClassification.classify(votes: [], inboundFromUncontacted: true).filtering, .endpointIndependent)
     }
+
+    /// STUN votes (UDP) count like identify's, and classification reads UDP ports too.
+    func testSTUNVotesAndUDPClassification() throws {
+        var book = ObservedAddressBook()
+        let local = try Multiaddr("/ip4/0.0.0.0/udp/4001")
+        for i in 0..<4 {
+            XCTAssertNil(book.recordSTUN(id: ObservedAddressBook.stunVoteID(UInt64(i)), local: local,
+                                        server: try Multiaddr("/ip4/198.18.0.\(101 + i)/udp/4001"),
+                                        mapped: try Multiaddr("/ip4/198.18.0.12/udp/4001"), now: now))
+        }
+        XCTAssertEqual(book.externalAddresses(now: now), [try Multiaddr("/ip4/198.18.0.12/udp/4001")])
+        let c = NATClassification.classify(votes: book.liveVotes(now))
+        XCTAssertEqual(c.mapping, .endpointIndependent)
+        XCTAssertEqual(c.portAllocation, .preserving)
+        // A TCP address claimed over STUN, or a loopback mapping, is refused.
+        XCTAssertEqual(book.recordSTUN(id: ObservedAddressBook.stunVoteID(9), local: local, server: try Multiaddr("/ip4/198.18.0.101/udp/4001"),
+                                       mapped: try Multiaddr("/ip4/198.18.0.12/tcp/4001"), now: now), .notTCP)
+        XCTAssertEqual(book.recordSTUN(id: ObservedAddressBook.stunVoteID(10), local: local, server: try Multiaddr("/ip4/198.18.0.101/udp/4001"),
+                                       mapped: try Multiaddr("/ip4/127.0.0.1/udp/4001"), now: now), .loopback)
+        // Random UDP ports under a symmetric NAT are random, not "sequential".
+        var sym = ObservedAddressBook()
+        for (i, p) in [42357, 35849, 56015, 16172].enumerated() {
+            sym.recordSTUN(id: ObservedAddressBook.stunVoteID(UInt64(i)), local: local, server: try Multiaddr("/ip4/198.18.0.\(101 + i)/udp/4001"),
+                           mapped: try Multiaddr("/ip4/198.18.0.13/udp/\(p)"), now: now.addingTimeInterval(Double(i)))
+        }
+        let s = NATClassification.classify(votes: sym.liveVotes(now))
+        XCTAssertEqual(s.mapping, .endpointDependent)
+        XCTAssertEqual(s.portAllocation, .random)
+    }
 }

@@ -33,7 +33,7 @@ final class NetcheckLabTests: XCTestCase {
             for name in hosts {
                 let host = try lab.host(name)
                 let argv = [bin, "netcheck", "--data-dir", dir.appendingPathComponent("h-\(name)").path,
-                            "--listen", "/ip4/0.0.0.0/tcp/4001", "--duration", "25", "--json", "--log-level", "error"]
+                            "--listen", "/ip4/0.0.0.0/tcp/4001", "--duration", "25", "--stun", "--json", "--log-level", "error"]
                     + bootstrap.flatMap { ["--bootstrap", $0] }
                 g.addTask {
                     let out = lab.run(in: host, argv, timeout: 60)
@@ -50,23 +50,26 @@ final class NetcheckLabTests: XCTestCase {
         func check(_ name: String, external: [String], mapping: String, allocation: String, reachability: String) throws {
             let r = try XCTUnwrap(reports[name])
             XCTAssertNil(r["error"], "\(name): \(r)")
-            XCTAssertEqual(r["external_addrs"] as? [String], external, "\(name): \(r)")
+            XCTAssertEqual(Set(r["external_addrs"] as? [String] ?? []), Set(external), "\(name): \(r)")
             let nat = r["nat"] as? [String: Any]
             XCTAssertEqual(nat?["mapping"] as? String, mapping, "\(name): \(r)")
             XCTAssertEqual(nat?["port_allocation"] as? String, allocation, "\(name): \(r)")
             XCTAssertEqual(nat?["observers"] as? Int, 4, "\(name): \(r)")
             XCTAssertEqual(r["reachability"] as? String, reachability, "\(name): \(r)")
-            XCTAssertEqual((r["votes"] as? [Any])?.count, 4, "\(name): \(r)")
+            // Four identify votes (TCP) and four STUN votes (UDP), from four observers.
+            let votes = r["votes"] as? [[String: Any]] ?? []
+            XCTAssertEqual(votes.count, 8, "\(name): \(r)")
+            XCTAssertEqual(votes.filter { ($0["claimed"] as? String)?.contains("/udp/") == true }.count, 4, "\(name): \(r)")
         }
         let wan = { (n: String) in try lab.router(n).ip }
         // Full cone: the public address by vote, and reachable (the dial-back passes the cone).
-        try check("a", external: ["/ip4/\(wan("a"))/tcp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "public")
+        try check("a", external: ["/ip4/\(wan("a"))/tcp/4001", "/ip4/\(wan("a"))/udp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "public")
         // Home router: the same address by vote, but the firewall drops dial-backs: private.
-        try check("b", external: ["/ip4/\(wan("b"))/tcp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "private")
+        try check("b", external: ["/ip4/\(wan("b"))/tcp/4001", "/ip4/\(wan("b"))/udp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "private")
         // Symmetric: every observer sees another port, so nothing is adopted; private.
         try check("c", external: [], mapping: "endpoint-dependent", allocation: "random", reachability: "private")
         // No NAT: its own address, confirmed public.
-        try check("d", external: ["/ip4/\(try lab.host("d").ip)/tcp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "public")
+        try check("d", external: ["/ip4/\(try lab.host("d").ip)/tcp/4001", "/ip4/\(try lab.host("d").ip)/udp/4001"], mapping: "endpoint-independent", allocation: "port-preserving", reachability: "public")
     }
 
     /// One host running ten identities that all claim a false address cannot make it win: they

@@ -51,6 +51,7 @@ public struct ObservedAddressBook: Sendable {
     }
 
     public enum Rejection: Error, Equatable, Sendable, CustomStringConvertible {
+        /// Not /ip4|ip6/…/tcp/… (identify), or not …/udp/… (STUN).
         case notTCP
         case unspecified
         case loopback
@@ -117,6 +118,37 @@ public struct ObservedAddressBook: Sendable {
         return nil
     }
 
+    /// Records a STUN answer: `server` (a peer's UDP STUN port) mapped our UDP socket `local` to
+    /// `mapped`. A STUN vote is one more observer, counted like identify's (by IP or /56), for the
+    /// UDP address; it lives until the window passes. `id` must be distinct from connection IDs
+    /// (use `ObservedAddressBook.stunVoteID`).
+    @discardableResult
+    public mutating func recordSTUN(id: UInt64, local: Multiaddr, server: Multiaddr, mapped: Multiaddr, now: Date) -> Rejection? {
+        let verdict = checkUDP(local: local, server: server, mapped: mapped)
+        if let verdict {
+            rejected[verdict, default: 0] += 1
+            return verdict
+        }
+        let (sip, _) = server.udpEndpoint!
+        votes[id] = Vote(connection: id, observer: ObserverGroup(ip: sip), observerAddress: server, local: local,
+                         observed: mapped, at: now, outbound: true)
+        return nil
+    }
+
+    /// STUN vote IDs live in the upper half of the ID space; connection IDs count up from 1.
+    public static func stunVoteID(_ n: UInt64) -> UInt64 { (1 << 63) | n }
+
+    func checkUDP(local: Multiaddr, server: Multiaddr, mapped: Multiaddr) -> Rejection? {
+        guard let (mip, mport) = mapped.udpEndpoint, let (sip, _) = server.udpEndpoint, let (lip, _) = local.udpEndpoint else { return .notTCP }
+        let scope = IPScope(mip)
+        if scope == .unspecified { return .unspecified }
+        if scope == .loopback { return .loopback }
+        if mport == 0 { return .portZero }
+        if mip.count != lip.count || mip.count != sip.count { return .wrongFamily }
+        if scope.isPublic && !IPScope(sip).isPublic { return .privateObserverForPublicAddress }
+        return nil
+    }
+
     public mutating func connectionClosed(_ connection: UInt64) { votes[connection] = nil }
 
     /// Drops observations older than the window.
@@ -163,7 +195,11 @@ public struct NATClassification: Sendable, Equatable {
         var c = NATClassification()
         if inboundFromUncontacted { c.filtering = .endpointIndependent }
         let outbound = votes.filter(\.outbound)
-        guard let (local, group) = Dictionary(grouping: outbound, by: { $0.local }).max(by: { $0.value.count < $1.value.count }) else { return c }
+        // The local address with the most votes; on a tie, TCP (identify) before UDP (STUN).
+        let groups = Dictionary(grouping: outbound, by: { $0.local }).sorted {
+            ($0.value.count, $0.key.tcpEndpoint != nil ? 1 : 0, $1.key.description) > ($1.value.count, $1.key.tcpEndpoint != nil ? 1 : 0, $0.key.description)
+        }
+        guard let (local, group) = groups.first else { return c }
         let byObserver = Dictionary(grouping: group, by: { $0.observer }).compactMapValues { $0.last }
         c.observers = byObserver.count
         guard byObserver.count >= minObservers else { return c }
@@ -171,13 +207,13 @@ public struct NATClassification: Sendable, Equatable {
         let top = Dictionary(grouping: observed, by: { $0 }).values.map(\.count).max() ?? 0
         let outliers = observed.count - top
         c.mapping = outliers * 4 <= observed.count ? .endpointIndependent : .endpointDependent
-        let localPort = local.tcpEndpoint?.port
-        let ports = observed.compactMap { $0.tcpEndpoint?.port }
+        let localPort = local.ipPortEndpoint?.port
+        let ports = observed.compactMap { $0.ipPortEndpoint?.port }
         if let lp = localPort, ports.allSatisfy({ $0 == lp }) {
             c.portAllocation = .preserving
         } else if c.mapping == .endpointDependent {
             let deltas = zip(ports.dropFirst(), ports).map { Int($0) - Int($1) }
-            c.portAllocation = deltas.allSatisfy({ $0 > 0 && $0 <= 16 }) ? .sequential : .random
+            c.portAllocation = !deltas.isEmpty && deltas.allSatisfy({ $0 > 0 && $0 <= 16 }) ? .sequential : .random
         } else {
             c.portAllocation = .unknown  // one stable external port that is not ours: one sample says nothing of the allocator
         }
