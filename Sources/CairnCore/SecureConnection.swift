@@ -139,9 +139,7 @@ public struct SecureConnectionMachine: Sendable {
                 : MultistreamSelect.listener([YamuxSession.protocolID])
             var t = transport
             let hello = ms.start()
-            var cipher = ByteBuffer()
-            do { try t.seal(ByteBuffer(bytes: hello), into: &cipher) } catch { throw .noise(error) }
-            actions.append(.send(cipher))
+            try Self.sealAndSend(ByteBuffer(bytes: hello), with: &t, &actions)
             state = .muxerNegotiation(ms, t)
             if plaintext.readableBytes > 0 { try feedPlaintext(plaintext, &actions) }
         case .muxerNegotiation(_, var t), .established(var t, _):
@@ -165,32 +163,20 @@ public struct SecureConnectionMachine: Sendable {
         case .muxerNegotiation(var ms, var t):
             let out: MultistreamSelect.Output
             do { out = try ms.receive(Array(plaintext.readableBytesView)) } catch { throw .muxerNegotiation(error) }
-            if !out.send.isEmpty {
-                var cipher = ByteBuffer()
-                do { try t.seal(ByteBuffer(bytes: out.send), into: &cipher) } catch { throw .noise(error) }
-                actions.append(.send(cipher))
-            }
+            if !out.send.isEmpty { try Self.sealAndSend(ByteBuffer(bytes: out.send), with: &t, &actions) }
             guard let agreed = out.agreed else { state = .muxerNegotiation(ms, t); return }
             _ = agreed.protocolID
             let session = YamuxSession(role: role == .initiator ? .client : .server, config: yamuxConfig)
             state = .established(t, session)
             actions.append(.established(remote: remotePeer!))
             if !agreed.remainder.isEmpty { try feedPlaintext(ByteBuffer(bytes: agreed.remainder), &actions) }
-        case .established(var t, var session):
-            var frames = ByteBuffer()
-            let events: [YamuxSession.Event]
-            do { events = try session.receive(plaintext, into: &frames) } catch {
-                state = .established(t, session)
-                throw .yamux(error)
+        case .established:
+            let (events, finished) = try withSession(&actions) { (session, frames) throws(YamuxError) in
+                let events = try session.receive(plaintext, into: &frames)
+                return (events, session.goAwayReceived && session.openStreamCount == 0)
             }
-            if frames.readableBytes > 0 {
-                var cipher = ByteBuffer()
-                do { try t.seal(frames, into: &cipher) } catch { throw .noise(error) }
-                actions.append(.send(cipher))
-            }
-            state = .established(t, session)
             actions += events.map { .stream($0) }
-            if session.goAwayReceived && session.openStreamCount == 0 {
+            if finished {
                 state = .closed
                 actions.append(.close(.closed))
             }
@@ -210,13 +196,16 @@ public struct SecureConnectionMachine: Sendable {
             state = .established(t, session)
             throw .yamux(error)
         }
-        if frames.readableBytes > 0 {
-            var cipher = ByteBuffer()
-            do { try t.seal(frames, into: &cipher) } catch { throw .noise(error) }
-            actions.append(.send(cipher))
-        }
+        if frames.readableBytes > 0 { try Self.sealAndSend(frames, with: &t, &actions) }
         state = .established(t, session)
         return result
+    }
+
+    /// Encrypts `plaintext` into Noise frames and queues them for the socket.
+    private static func sealAndSend(_ plaintext: ByteBuffer, with transport: inout NoiseTransport, _ actions: inout [Action]) throws(ConnectionError) {
+        var cipher = ByteBuffer()
+        do { try transport.seal(plaintext, into: &cipher) } catch { throw .noise(error) }
+        actions.append(.send(cipher))
     }
 
     public mutating func openStream() throws(ConnectionError) -> (UInt32, [Action]) {
