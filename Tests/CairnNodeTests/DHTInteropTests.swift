@@ -13,7 +13,7 @@ import XCTest
 final class DHTInteropTests: XCTestCase {
     var group: MultiThreadedEventLoopGroup!
     var running: [(Node, DHTService)] = []
-    var servers: [PyDHTServer] = []
+    var servers: [PyPeer.Listener] = []
 
     override func setUp() async throws {
         _ = try PyPeer.python()  // skip (or fail in CI) before starting anything
@@ -46,8 +46,8 @@ final class DHTInteropTests: XCTestCase {
         return (node, dht, listen.appending(.p2p(node.peerID)))
     }
 
-    func startPy(_ extraArgs: [String] = []) async throws -> PyDHTServer {
-        let py = try PyDHTServer(extraArgs: extraArgs)
+    func startPy(_ extraArgs: [String] = []) async throws -> PyPeer.Listener {
+        let py = try PyPeer.Listener(mode: "dht-server", extraArgs: ["--timeout", "20"] + extraArgs)
         servers.append(py)
         try await py.start()
         return py
@@ -118,7 +118,7 @@ final class DHTInteropTests: XCTestCase {
         let (node, dht, swiftAddr) = try await startSwift()
         let py = try await startPy(["--bootstrap", swiftAddr.description])
         let pyPeer = try PeerID(string: py.peerID)
-        let boot = try await py.waitFor(event: "bootstrapped")
+        let boot = try await py.waitFor(event: "bootstrapped", timeout: 30)
         XCTAssertEqual(boot["peer_id"] as? String, node.peerID.base58)
         XCTAssertEqual(boot["is_dht_server"] as? Bool, true, "\(boot)")
         XCTAssertEqual(boot["added"] as? Bool, true, "\(boot)")
@@ -222,7 +222,7 @@ final class DHTInteropTests: XCTestCase {
 
     // MARK: Helpers
 
-    func waitForPyProviders(_ py: PyDHTServer, key: String, timeout: Double = 10,
+    func waitForPyProviders(_ py: PyPeer.Listener, key: String, timeout: Double = 10,
                             until: ([[String: Any]]) -> Bool) async throws -> [[String: Any]] {
         let deadline = Date().addingTimeInterval(timeout)
         var last: [[String: Any]] = []
@@ -241,75 +241,5 @@ final class DHTInteropTests: XCTestCase {
             try await Task.sleep(nanoseconds: 50_000_000)
         }
         XCTFail("timed out waiting for: \(what)")
-    }
-}
-
-/// A long-running `pypeer.py dht-server`: py-libp2p's KadDHT in server mode. It answers the
-/// stdin commands `table`, `value KEY` and `providers KEY` with one JSON line each, and stops
-/// when its stdin closes.
-final class PyDHTServer {
-    let process = Process()
-    let stdin = Pipe()
-    let out = LockedData()
-    let err = LockedData()
-    private(set) var peerID = ""
-    private(set) var addrs: [String] = []
-
-    init(extraArgs: [String] = []) throws {
-        process.executableURL = URL(fileURLWithPath: try PyPeer.python())
-        process.arguments = [PyPeer.script, "dht-server", "--port", "0", "--host", "127.0.0.1", "--timeout", "20"] + extraArgs
-        let o = Pipe(), e = Pipe()
-        process.standardOutput = o
-        process.standardError = e
-        process.standardInput = stdin
-        let out = self.out, err = self.err
-        o.fileHandleForReading.readabilityHandler = { h in out.append(h.availableData) }
-        e.fileHandleForReading.readabilityHandler = { h in err.append(h.availableData) }
-        try process.run()
-    }
-
-    var lines: [[String: Any]] {
-        out.string.split(separator: "\n").compactMap {
-            guard let d = $0.data(using: .utf8) else { return nil }
-            return try? JSONSerialization.jsonObject(with: d) as? [String: Any]
-        }
-    }
-
-    /// Waits for the `skip`+1-th JSON line whose "event" is `event` and that satisfies `match`.
-    func waitFor(event: String, skip: Int = 0, timeout: Double = 30,
-                 match: ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let hits = lines.filter { $0["event"] as? String == event && match($0) }
-            if hits.count > skip { return hits[skip] }
-            if let e = lines.first(where: { $0["event"] as? String == "error" }) {
-                throw NSError(domain: "PyDHTServer", code: 2, userInfo: [NSLocalizedDescriptionKey: "py DHT server error: \(e)"])
-            }
-            if !process.isRunning { break }
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
-        throw NSError(domain: "PyDHTServer", code: 1, userInfo: [NSLocalizedDescriptionKey:
-            "no '\(event)' line from the py DHT server; stdout: \(out.string.suffix(2000)) stderr: \(err.string.suffix(3000))"])
-    }
-
-    func start() async throws {
-        let o = try await waitFor(event: "listening")
-        peerID = o["peer_id"] as? String ?? ""
-        addrs = o["addrs"] as? [String] ?? []
-    }
-
-    /// Sends one stdin command and waits for its reply line.
-    func command(_ line: String, reply event: String) async throws -> [String: Any] {
-        let before = lines.filter { $0["event"] as? String == event }.count
-        stdin.fileHandleForWriting.write(Data((line + "\n").utf8))
-        return try await waitFor(event: event, skip: before, timeout: 10)
-    }
-
-    func stop() {
-        try? stdin.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
     }
 }

@@ -38,7 +38,8 @@ enum PyPeer {
         return Result(status: status, stdout: stdout, stderr: stderr)
     }
 
-    /// A long-running `listen` peer; stops when its stdin closes.
+    /// A long-running py peer (`listen`, `dht-server`, …) that prints JSON lines and takes
+    /// commands on its stdin; it stops when its stdin closes.
     final class Listener {
         let process = Process()
         let stdin = Pipe()
@@ -47,9 +48,9 @@ enum PyPeer {
         private(set) var peerID = ""
         private(set) var addrs: [String] = []
 
-        init(extraArgs: [String] = []) throws {
+        init(mode: String = "listen", extraArgs: [String] = []) throws {
             process.executableURL = URL(fileURLWithPath: try PyPeer.python())
-            process.arguments = [PyPeer.script, "listen", "--port", "0", "--host", "127.0.0.1"] + extraArgs
+            process.arguments = [PyPeer.script, mode, "--port", "0", "--host", "127.0.0.1"] + extraArgs
             let o = Pipe(), e = Pipe()
             process.standardOutput = o
             process.standardError = e
@@ -60,25 +61,44 @@ enum PyPeer {
             try process.run()
         }
 
-        /// Waits for a JSON line whose "event" is `event` and that satisfies `match`.
-        func waitFor(event: String, timeout: Double = 20, match: ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
+        /// Every JSON line printed so far.
+        var lines: [[String: Any]] {
+            out.string.split(separator: "\n").compactMap {
+                guard let d = $0.data(using: .utf8) else { return nil }
+                return try? JSONSerialization.jsonObject(with: d) as? [String: Any]
+            }
+        }
+
+        /// Waits for the `skip`+1-th JSON line whose "event" is `event` and that satisfies
+        /// `match`; fails at once if the peer reports an error.
+        func waitFor(event: String, skip: Int = 0, timeout: Double = 20,
+                     match: ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
-                for line in out.string.split(separator: "\n") {
-                    guard let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { continue }
-                    if o["event"] as? String == event, match(o) { return o }
+                let all = lines
+                let hits = all.filter { $0["event"] as? String == event && match($0) }
+                if hits.count > skip { return hits[skip] }
+                if let e = all.first(where: { $0["event"] as? String == "error" }) {
+                    throw NSError(domain: "PyPeer", code: 2, userInfo: [NSLocalizedDescriptionKey: "py peer error: \(e)"])
                 }
                 if !process.isRunning { break }
                 try await Task.sleep(nanoseconds: 20_000_000)
             }
             throw NSError(domain: "PyPeer", code: 1, userInfo: [NSLocalizedDescriptionKey:
-                "no '\(event)' line from py peer; stdout: \(out.string.suffix(2000)) stderr: \(err.string.suffix(2000))"])
+                "no '\(event)' line from py peer; stdout: \(out.string.suffix(2000)) stderr: \(err.string.suffix(3000))"])
         }
 
         func start() async throws {
             let o = try await waitFor(event: "listening")
             peerID = o["peer_id"] as? String ?? ""
             addrs = o["addrs"] as? [String] ?? []
+        }
+
+        /// Sends one stdin command and waits for its reply line.
+        func command(_ line: String, reply event: String) async throws -> [String: Any] {
+            let before = lines.filter { $0["event"] as? String == event }.count
+            stdin.fileHandleForWriting.write(Data((line + "\n").utf8))
+            return try await waitFor(event: event, skip: before, timeout: 10)
         }
 
         func stop() {
