@@ -190,6 +190,9 @@ final class DHTInteropTests: XCTestCase {
         let provider = try PeerID(string: try XCTUnwrap(provided["peer_id"] as? String))
         let providerAddrs = try (provided["addrs"] as? [String] ?? []).map { try Multiaddr($0).withoutTrailingPeerID }
         XCTAssertFalse(providerAddrs.isEmpty)
+        // ADD_PROVIDER has no reply: wait until the py server has stored it before asking.
+        let stored = try await waitForPyProviders(py, key: pyKey) { ps in ps.contains { $0["peer_id"] as? String == provider.base58 } }
+        XCTAssertTrue(stored.contains { $0["peer_id"] as? String == provider.base58 }, "py server never stored its own provider record: \(stored)")
 
         // Cairn joins and finds py's provider record, with its address, over GET_PROVIDERS.
         let (node, dht, swiftAddr) = try await startSwift()
