@@ -14,7 +14,21 @@ public final class NATService: @unchecked Sendable {
         public var serveAutoNAT = true
         public var policy = AutoNAT.ServerPolicy()
         public var dialBackTimeout: TimeAmount = .seconds(15)
+        /// How many more AutoNAT servers must agree than disagree before reachability leaves unknown.
+        public var minServersToDecide = 2
+        /// Adversarial testing only: answer every dial-back request with this status, dialing nobody.
+        public var testingAutoNATAnswer: AutoNAT.Status?
         public init() {}
+    }
+
+    /// One AutoNAT answer this node received, and the state it left.
+    public struct AutoNATAnswer: Sendable {
+        public var server: PeerID
+        public var serverGroup: ObserverGroup
+        public var status: AutoNAT.Status
+        public var reachability: AutoNAT.ReachabilityTracker.Reachability
+        public var confidence: Int
+        public var at: Date
     }
 
     public struct Report: Sendable {
@@ -23,6 +37,8 @@ public final class NATService: @unchecked Sendable {
         public var classification: NATClassification
         public var reachability: AutoNAT.ReachabilityTracker
         public var rejectedObservations: [ObservedAddressBook.Rejection: Int]
+        /// The latest AutoNAT answers, oldest first (at most `maxAnswerHistory`).
+        public var autonatAnswers: [AutoNATAnswer]
         public var generatedAt: Date
     }
 
@@ -34,7 +50,8 @@ public final class NATService: @unchecked Sendable {
     private struct State {
         var stunVotes: UInt64 = 0
         var book: ObservedAddressBook
-        var tracker = AutoNAT.ReachabilityTracker()
+        var tracker: AutoNAT.ReachabilityTracker
+        var answers: [AutoNATAnswer] = []
         var policy: AutoNAT.ServerPolicy
         var contacted: Set<[UInt8]> = []
         var inboundFromUncontacted = false
@@ -46,7 +63,9 @@ public final class NATService: @unchecked Sendable {
         self.dht = dht
         self.configuration = configuration
         self.logger = logger
-        self.state = NIOLockedValueBox(State(book: ObservedAddressBook(configuration: configuration.observed), policy: configuration.policy))
+        self.state = NIOLockedValueBox(State(book: ObservedAddressBook(configuration: configuration.observed),
+                                             tracker: AutoNAT.ReachabilityTracker(minServersToDecide: configuration.minServersToDecide),
+                                             policy: configuration.policy))
         node.onIdentified { [weak self] c, info in self?.identified(c, info) }
         node.swarm.onConnected { [weak self] c in self?.connected(c) }
         if configuration.serveAutoNAT {
@@ -86,6 +105,7 @@ public final class NATService: @unchecked Sendable {
 
     public var externalAddresses: [Multiaddr] { state.withLockedValue { $0.book.externalAddresses(now: Date()) } }
     public var reachability: AutoNAT.ReachabilityTracker { state.withLockedValue { $0.tracker } }
+    public static let maxAnswerHistory = 64
 
     public func report() -> Report {
         let now = Date()
@@ -95,7 +115,7 @@ public final class NATService: @unchecked Sendable {
             return Report(votes: votes, external: s.book.externalAddresses(now: now),
                           classification: NATClassification.classify(votes: votes, minObservers: configuration.observed.minObservers,
                                                                      inboundFromUncontacted: s.inboundFromUncontacted),
-                          reachability: s.tracker, rejectedObservations: s.book.rejected, generatedAt: now)
+                          reachability: s.tracker, rejectedObservations: s.book.rejected, autonatAnswers: s.answers, generatedAt: now)
         }
     }
 
@@ -144,6 +164,10 @@ public final class NATService: @unchecked Sendable {
             if skipped > 0 { logger.info("autonat: skipped \(skipped) unparseable addresses", metadata: ["peer": "\(requester)"]) }
             let decision = state.withLockedValue { $0.policy.decide(request: request, requester: requester, observedIP: observedIP, now: Date()) }
             switch decision {
+            case _ where configuration.testingAutoNATAnswer != nil:
+                let lie = configuration.testingAutoNATAnswer!
+                logger.warning("autonat: testing mode, answering \(lie) without dialing", metadata: ["peer": "\(requester)"])
+                reply = .dialResponse(status: lie, text: "testing answer", address: nil)
             case .refuse(let status, let why):
                 logger.info("autonat: refused a dial-back: \(why)", metadata: ["peer": "\(requester)"])
                 reply = .dialResponse(status: status, text: why, address: nil)
@@ -219,7 +243,17 @@ public final class NATService: @unchecked Sendable {
         guard case (.dialResponse(let status, let text, let addr), _) = try AutoNAT.decode(bytes) else {
             throw StreamError.protocolViolation("autonat: expected DIAL_RESPONSE")
         }
-        let (changed, now) = state.withLockedValue { s in (s.tracker.record(status, address: addr), s.tracker) }
+        guard let server = connection.remotePeer, let (serverIP, _) = connection.remoteAddress?.tcpEndpoint else {
+            throw StreamError.protocolViolation("autonat: the server's address is unknown")
+        }
+        let group = ObserverGroup(ip: serverIP)
+        let (changed, now) = state.withLockedValue { s in
+            let changed = s.tracker.record(status, address: addr, server: group)
+            s.answers.append(AutoNATAnswer(server: server, serverGroup: group, status: status, reachability: s.tracker.reachability,
+                                           confidence: s.tracker.confidence, at: Date()))
+            if s.answers.count > Self.maxAnswerHistory { s.answers.removeFirst(s.answers.count - Self.maxAnswerHistory) }
+            return (changed, s.tracker)
+        }
         logger.info("autonat answer", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")", "status": "\(status)",
                                                  "text": "\(text ?? "")", "reachability": "\(now.reachability.rawValue)", "confidence": "\(now.confidence)"])
         if changed {

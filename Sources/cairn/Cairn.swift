@@ -84,6 +84,9 @@ struct RunNode: AsyncParsableCommand {
     @Option(name: .customLong("testing-claim-observed"),
             help: ArgumentHelp("Adversarial testing only: tell every peer it was observed at this address.", visibility: .hidden))
     var testingClaimObserved: String?
+    @Option(name: .customLong("testing-autonat-answer"),
+            help: ArgumentHelp("Adversarial testing only: answer every AutoNAT request with ok or dial-error, dialing nobody.", visibility: .hidden))
+    var testingAutoNATAnswer: String?
 
     func run() async throws {
         let logger = common.bootstrapLogging()
@@ -99,6 +102,13 @@ struct RunNode: AsyncParsableCommand {
         let service = try dht.makeService(node: node, common: common, logger: logger)
         var natConfig = NATService.Configuration()
         natConfig.policy.allowPrivateAddresses = autonatAllowPrivate
+        switch testingAutoNATAnswer {
+        case nil: break
+        case "ok": natConfig.testingAutoNATAnswer = .ok
+        case "dial-error": natConfig.testingAutoNATAnswer = .dialError
+        case let other?: throw ValidationError("--testing-autonat-answer takes ok or dial-error, not \(other)")
+        }
+        if let lie = testingAutoNATAnswer { logger.warning("testing mode: answering every AutoNAT request with \(lie)") }
         let nat = NATService(node: node, dht: service, configuration: natConfig, logger: logger)
         let prober = Task {
             // Ask a few peers to dial us back: often at first, then every 15 minutes.
@@ -460,6 +470,8 @@ struct Netcheck: AsyncParsableCommand {
     var listen: String = "/ip4/0.0.0.0/tcp/0"
     @Option(help: "Seconds to gather votes and dial-backs.") var duration: Double = 10
     @Flag(help: "Also ask each peer's STUN responder (UDP, beside its TCP port) for our UDP mapping.") var stun = false
+    @Flag(help: "Stay the whole --duration even when every probe has answered, so unsolicited inbound connections can reveal the NAT's filtering.")
+    var linger = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -491,7 +503,7 @@ struct Netcheck: AsyncParsableCommand {
             for await _ in g {
                 done += 1
                 if ContinuousClock.now >= deadline { g.cancelAll(); break }
-                if done == conns.count { g.cancelAll(); break }
+                if done == conns.count && !linger { g.cancelAll(); break }
             }
         }
         let r = nat.report()
@@ -506,6 +518,9 @@ struct Netcheck: AsyncParsableCommand {
                         "filtering": r.classification.filtering.rawValue, "observers": r.classification.observers] as [String: Any],
                 "reachability": r.reachability.reachability.rawValue,
                 "confidence": r.reachability.confidence,
+                "autonat_answers": r.autonatAnswers.map { ["server": $0.server.description, "server_group": $0.serverGroup.description,
+                                                           "status": "\($0.status)", "reachability": $0.reachability.rawValue,
+                                                           "confidence": $0.confidence, "age_s": r.generatedAt.timeIntervalSince($0.at)] as [String: Any] },
                 "rejected_observations": Dictionary(uniqueKeysWithValues: r.rejectedObservations.map { ("\($0.key)", $0.value) }),
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
@@ -518,6 +533,10 @@ struct Netcheck: AsyncParsableCommand {
             print("external addresses: \(r.external.isEmpty ? "none adopted (need 4 distinct observers)" : r.external.map(\.description).joined(separator: " "))")
             let c = r.classification
             print("NAT: mapping \(c.mapping.rawValue), port allocation \(c.portAllocation.rawValue), filtering \(c.filtering.rawValue) (\(c.observers) observers)")
+            print("autonat answers (\(r.autonatAnswers.count)):")
+            for a in r.autonatAnswers {
+                print("  \(a.serverGroup.description.padding(toLength: 18, withPad: " ", startingAt: 0)) \(a.status) -> \(a.reachability.rawValue) (confidence \(a.confidence))  \(a.server)")
+            }
             print("reachability: \(r.reachability.reachability.rawValue) (confidence \(r.reachability.confidence))")
             if !r.rejectedObservations.isEmpty {
                 print("rejected observations: " + r.rejectedObservations.map { "\($0.key): \($0.value)" }.joined(separator: ", "))

@@ -58,22 +58,45 @@ final class AutoNATTests: XCTestCase {
 
     func testReachabilityHysteresis() {
         var t = AutoNAT.ReachabilityTracker()
+        let s = (1...9).map { ObserverGroup(ip: [198, 18, 0, UInt8($0)]) }
         XCTAssertEqual(t.reachability, .unknown)
-        for _ in 0..<4 { t.record(.ok) }
+        for i in 0..<5 { t.record(.ok, server: s[i]) }
         XCTAssertEqual(t.reachability, .public)
         XCTAssertEqual(t.confidence, 3)
         // One lying server: confidence drops, the state holds.
-        XCTAssertFalse(t.record(.dialError))
+        XCTAssertFalse(t.record(.dialError, server: s[5]))
         XCTAssertEqual(t.reachability, .public)
-        t.record(.ok)
+        t.record(.ok, server: s[0])
         XCTAssertEqual(t.confidence, 3)
         // Refusals say nothing.
-        t.record(.dialRefused)
+        t.record(.dialRefused, server: s[1])
         XCTAssertEqual(t.confidence, 3)
         // Consistent failures flip it, after spending the confidence.
         var flips = 0
-        for _ in 0..<4 { if t.record(.dialError) { flips += 1 } }
+        for i in 0..<4 { if t.record(.dialError, server: s[5 + i]) { flips += 1 } }
         XCTAssertEqual(t.reachability, .private)
         XCTAssertEqual(flips, 1)
+    }
+
+    /// Leaving unknown takes a lead of two servers; one server (however many answers, however
+    /// many identities on its host) never decides, and the first liar to answer cannot either.
+    func testUnknownIsLeftOnlyByAgreeingServers() {
+        let liar = ObserverGroup(ip: [198, 18, 0, 66])
+        var t = AutoNAT.ReachabilityTracker()
+        for _ in 0..<5 { XCTAssertFalse(t.record(.ok, server: liar)) }
+        XCTAssertEqual(t.reachability, .unknown)
+        // Honest servers say otherwise: the liar's answer is outvoted, never adopted.
+        var seen: [AutoNAT.ReachabilityTracker.Reachability] = []
+        for i in 1...4 { t.record(.dialError, server: ObserverGroup(ip: [198, 18, 0, UInt8(i)])); seen.append(t.reachability) }
+        XCTAssertEqual(seen, [.unknown, .unknown, .private, .private])
+        // An IPv6 host's servers in one /56 are one server.
+        var v6 = AutoNAT.ReachabilityTracker()
+        v6.record(.ok, server: ObserverGroup(ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0x01] + [UInt8](repeating: 0, count: 8) + [1]))
+        v6.record(.ok, server: ObserverGroup(ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0x01] + [UInt8](repeating: 0, count: 8) + [2]))
+        XCTAssertEqual(v6.reachability, .unknown)
+        // A configured threshold of one restores the single-server behaviour.
+        var one = AutoNAT.ReachabilityTracker(minServersToDecide: 1)
+        XCTAssertTrue(one.record(.ok, server: liar))
+        XCTAssertEqual(one.reachability, .public)
     }
 }

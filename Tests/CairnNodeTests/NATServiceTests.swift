@@ -19,10 +19,12 @@ final class NATServiceTests: XCTestCase {
 
     func quiet() -> Logger { var l = Logger(label: "nat-test"); l.logLevel = .critical; return l }
 
+    /// Each node on its own loopback address (127.0.0.2, .3, …), so each server is a distinct
+    /// host to the reachability tally, as in the world.
     func makeNode() async throws -> (Node, Multiaddr) {
         let n = Node(identity: .generate(), group: group, logger: quiet())
         nodes.append(n)
-        let a = try await n.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0]
+        let a = try await n.listen([Multiaddr("/ip4/127.0.0.\(nodes.count + 1)/tcp/0")])[0]
         return (n, a.appending(.p2p(n.peerID)))
     }
 
@@ -57,16 +59,19 @@ final class NATServiceTests: XCTestCase {
             let status = try await nat.probe(try await client.dial(s))
             XCTAssertEqual(status, .ok)
         }
+        // Two agreeing servers decide; the next two raise the confidence.
         XCTAssertEqual(nat.reachability.reachability, .public)
-        XCTAssertEqual(nat.reachability.confidence, 3)
+        XCTAssertEqual(nat.reachability.confidence, 2)
         XCTAssertEqual(dht.mode, .server, "a public node serves the DHT")
         XCTAssertTrue(client.swarm.isHandling(dht.protocolID))
         // The liar answers: confidence drops, reachability holds, the mode does not flap.
         let status = try await nat.probe(try await client.dial(liar))
         XCTAssertEqual(status, .dialError)
         XCTAssertEqual(nat.reachability.reachability, .public)
-        XCTAssertEqual(nat.reachability.confidence, 2)
+        XCTAssertEqual(nat.reachability.confidence, 1)
         XCTAssertEqual(dht.mode, .server)
+        XCTAssertEqual(nat.report().autonatAnswers.map(\.status), [.ok, .ok, .ok, .ok, .dialError])
+        XCTAssertEqual(nat.report().autonatAnswers.map(\.reachability), [.unknown, .public, .public, .public, .public])
         dht.stop()
     }
 
@@ -74,9 +79,11 @@ final class NATServiceTests: XCTestCase {
         let (client, _) = try await makeNode()
         let dht = DHTService(node: client, store: InMemoryDHTStore(), logger: quiet())
         let nat = NATService(node: client, dht: dht, logger: quiet())
-        for _ in 0..<2 {
-            _ = try await nat.probe(try await client.dial(try await lyingServer()))
-        }
+        // One server alone, however often it answers, does not decide.
+        let first = try await client.dial(try await lyingServer())
+        for _ in 0..<3 { _ = try await nat.probe(first) }
+        XCTAssertEqual(nat.reachability.reachability, .unknown)
+        _ = try await nat.probe(try await client.dial(try await lyingServer()))
         XCTAssertEqual(nat.reachability.reachability, .private)
         XCTAssertEqual(dht.mode, .client)
         XCTAssertFalse(client.swarm.isHandling(dht.protocolID))

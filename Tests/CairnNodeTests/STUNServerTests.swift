@@ -76,7 +76,7 @@ private func successResponse(to request: [UInt8], mapped: STUNEndpoint, tid: [UI
 }
 
 /// Where an external tool is, or a skip saying why not — a failure when CAIRN_REQUIRE_LAB=1 (CI).
-private func requireTool(_ name: String, package: String) throws -> String {
+func requireTool(_ name: String, package: String) throws -> String {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
     for dir in path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
     where FileManager.default.isExecutableFile(atPath: dir + "/" + name) {

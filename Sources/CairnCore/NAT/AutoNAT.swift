@@ -111,43 +111,62 @@ public enum AutoNAT {
         }
     }
 
-    /// The client's view of its reachability, from dial-back answers: confidence climbs to 3 with
-    /// agreeing answers; a contrary answer first spends confidence and only flips the state when
-    /// none is left, so one lying server cannot make it flap.
+    /// The client's view of its reachability, from dial-back answers.
+    ///
+    /// Leaving `unknown` takes agreement: answers are tallied per server (an `ObserverGroup`, so
+    /// one host with many identities is one server, its latest answer counting) and a state is
+    /// adopted once one side leads by `minServersToDecide` servers — one server alone, honest or
+    /// lying, never decides. After that, confidence climbs to 3 with agreeing answers; a contrary
+    /// answer first spends confidence and only flips the state when none is left, so one lying
+    /// server cannot make it flap.
     public struct ReachabilityTracker: Sendable, Equatable {
         public enum Reachability: String, Sendable { case unknown, `public`, `private` }
 
         public static let maxConfidence = 3
+        /// How many more servers must agree than disagree before `unknown` is left.
+        public var minServersToDecide: Int
         public private(set) var reachability: Reachability = .unknown
         public private(set) var confidence = 0
         /// The address the last successful dial-back reached.
         public private(set) var confirmedAddress: Multiaddr?
+        /// While unknown: each server's latest answer (true = it reached us).
+        private var tally: [ObserverGroup: Bool] = [:]
 
-        public init() {}
+        public init(minServersToDecide: Int = 2) { self.minServersToDecide = max(1, minServersToDecide) }
 
-        /// Feeds one answer; returns true if the reachability changed.
+        /// Feeds one answer from `server`; returns true if the reachability changed.
         @discardableResult
-        public mutating func record(_ status: Status, address: Multiaddr? = nil) -> Bool {
+        public mutating func record(_ status: Status, address: Multiaddr? = nil, server: ObserverGroup) -> Bool {
             let before = reachability
+            if reachability == .unknown {
+                switch status {
+                case .ok: tally[server] = true; confirmedAddress = address ?? confirmedAddress
+                case .dialError: tally[server] = false
+                case .dialRefused, .badRequest, .internalError: return false
+                }
+                let reached = tally.values.filter { $0 }.count
+                let lead = reached - (tally.count - reached)
+                if lead >= minServersToDecide { reachability = .public } else if -lead >= minServersToDecide { reachability = .private }
+                if reachability != .unknown { tally = [:] }
+                return before != reachability
+            }
             switch status {
             case .ok:
                 confirmedAddress = address ?? confirmedAddress
                 if reachability == .public {
                     confidence = min(Self.maxConfidence, confidence + 1)
-                } else if reachability == .private && confidence > 0 {
+                } else if confidence > 0 {
                     confidence -= 1
                 } else {
                     reachability = .public
-                    confidence = 0
                 }
             case .dialError:
                 if reachability == .private {
                     confidence = min(Self.maxConfidence, confidence + 1)
-                } else if reachability == .public && confidence > 0 {
+                } else if confidence > 0 {
                     confidence -= 1
                 } else {
                     reachability = .private
-                    confidence = 0
                 }
             case .dialRefused, .badRequest, .internalError:
                 break  // says nothing about us
