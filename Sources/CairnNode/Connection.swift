@@ -4,8 +4,31 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// An upgraded libp2p connection (Noise + Yamux) over one channel. It carries out the actions of
-/// its `SecureConnectionMachine`; every piece of its state lives on the channel's event loop.
+/// What a connection runs over: a TCP channel, or a relayed circuit (a stream of another
+/// connection). Called on its event loop only.
+protocol ConnectionTransport: AnyObject, Sendable {
+    var eventLoop: EventLoop { get }
+    var localAddress: Multiaddr? { get }
+    var remoteAddress: Multiaddr? { get }
+    func send(_ bytes: ByteBuffer)
+    func close()
+}
+
+/// A TCP socket as a connection's transport.
+final class ChannelTransport: ConnectionTransport {
+    let channel: Channel
+    init(_ channel: Channel) { self.channel = channel }
+    var eventLoop: EventLoop { channel.eventLoop }
+    // NIO caches the socket's addresses thread-safely once the channel is active.
+    var localAddress: Multiaddr? { channel.localAddress.flatMap { Multiaddr(tcp: $0) } }
+    var remoteAddress: Multiaddr? { channel.remoteAddress.flatMap { Multiaddr(tcp: $0) } }
+    func send(_ bytes: ByteBuffer) { channel.writeAndFlush(bytes, promise: nil) }
+    func close() { channel.close(promise: nil) }
+}
+
+/// An upgraded libp2p connection (Noise + Yamux) over one transport: a TCP channel, or a relayed
+/// circuit. It carries out the actions of its `SecureConnectionMachine`; every piece of its state
+/// lives on the transport's event loop.
 public final class Connection: @unchecked Sendable, CustomStringConvertible, Hashable {
     public enum Direction: String, Sendable { case inbound, outbound }
 
@@ -13,13 +36,18 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     public let id: UInt64 = Connection.nextID.withLockedValue { v in defer { v += 1 }; return v }
     static let nextID = NIOLockedValueBox<UInt64>(1)
 
-    public let channel: Channel
+    let transport: ConnectionTransport
     public let direction: Direction
-    /// The socket's addresses (known once the channel is active; NIO caches them thread-safely).
-    public var localAddress: Multiaddr? { channel.localAddress.flatMap { Multiaddr(tcp: $0) } }
-    public var remoteAddress: Multiaddr? { channel.remoteAddress.flatMap { Multiaddr(tcp: $0) } }
-    /// A connection over a relayed circuit carries limits (duration, bytes); direct TCP does not.
-    public let isLimited: Bool
+    /// The socket's addresses for TCP; for a relayed circuit the remote is
+    /// `<relay's address>/p2p/<relay>/p2p-circuit` and the local one is unknown (nil).
+    public var localAddress: Multiaddr? { transport.localAddress }
+    public var remoteAddress: Multiaddr? { transport.remoteAddress }
+    /// The relay a circuit runs through; nil for a direct connection.
+    public let relay: PeerID?
+    /// The relay's limits on this circuit (duration, bytes each way), as the relay announced them.
+    public let limit: CircuitRelay.Limit?
+    /// A relayed connection is limited (the relay may cut it; prefer a direct one for bulk data).
+    public var isLimited: Bool { relay != nil }
     /// Event-loop confined after start (its metadata gains the remote address then).
     var logger: Logger
 
@@ -38,23 +66,25 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     /// Called on the event loop once when the connection is established.
     var onEstablished: (@Sendable (Connection) -> Void)?
 
-    public var eventLoop: EventLoop { channel.eventLoop }
+    public var eventLoop: EventLoop { transport.eventLoop }
 
-    init(channel: Channel, direction: Direction, role: SecureConnectionMachine.Role, identity: PrivateKey,
-         expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, isLimited: Bool = false) {
-        self.channel = channel
+    init(transport: ConnectionTransport, direction: Direction, role: SecureConnectionMachine.Role, identity: PrivateKey,
+         expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil) {
+        self.transport = transport
         self.direction = direction
-        self.isLimited = isLimited
+        self.relay = relay
+        self.limit = limit
         self.machine = SecureConnectionMachine(role: role, identity: identity, expectedRemote: expectedRemote, yamuxConfig: yamux)
-        self.establishedPromise = channel.eventLoop.makePromise(of: PeerID.self)
-        self.closedPromise = channel.eventLoop.makePromise(of: ConnectionError.self)
+        self.establishedPromise = transport.eventLoop.makePromise(of: PeerID.self)
+        self.closedPromise = transport.eventLoop.makePromise(of: ConnectionError.self)
         var l = logger
         l[metadataKey: "dir"] = "\(direction.rawValue)"
+        if let relay { l[metadataKey: "relay"] = "\(relay)" }
         self.logger = l
     }
 
     public var description: String {
-        "\(direction.rawValue) \(remotePeer?.description ?? "?")@\(remoteAddress?.description ?? "?")"
+        "\(direction.rawValue) \(remotePeer?.description ?? "?")@\(remoteAddress?.description ?? "?")\(isLimited ? " (relayed)" : "")"
     }
 
     public static func == (a: Connection, b: Connection) -> Bool { a === b }
@@ -85,7 +115,7 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
         var toSend: ByteBuffer?
         func flushPending() {
             if let b = toSend {
-                channel.writeAndFlush(b, promise: nil)
+                transport.send(b)
                 toSend = nil
             }
         }
@@ -110,7 +140,7 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
                     logger.debug("closing connection")
                 }
                 finish(reason, log: false)
-                channel.close(promise: nil)
+                transport.close()
             }
         }
         flushPending()

@@ -43,6 +43,11 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     var localClosed = false
     var failure: StreamError?
     var readWaiter: EventLoopPromise<Void>?
+    /// Bytes at the front of `inbound` whose window was already returned (put back by `unread`).
+    var creditedInbound = 0
+    /// Push mode (a relayed circuit runs over this stream): received bytes go straight here.
+    var sink: ((ByteBuffer) -> Void)?
+    var onSinkEnd: ((StreamError?) -> Void)?
     var writeWaiters: [EventLoopPromise<Void>] = []
 
     var eventLoop: EventLoop { connection.eventLoop }
@@ -58,6 +63,11 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     // MARK: Called by the connection on its event loop
 
     func received(_ data: ByteBuffer) {
+        if let sink {
+            sink(data)
+            connection.streamConsumed(id, data.readableBytes)
+            return
+        }
         var d = data
         inbound.writeBuffer(&d)
         wakeReader()
@@ -65,11 +75,13 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
 
     func receivedFIN() {
         remoteClosed = true
+        endSink(nil)
         wakeReader()
     }
 
     func fail(_ error: StreamError) {
         if failure == nil { failure = error }
+        endSink(error)
         wakeReader()
         let waiters = writeWaiters
         writeWaiters = []
@@ -80,6 +92,32 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
         let waiters = writeWaiters
         writeWaiters = []
         waiters.forEach { $0.succeed() }
+    }
+
+    private func endSink(_ error: StreamError?) {
+        guard let end = onSinkEnd else { return }
+        onSinkEnd = nil
+        sink = nil
+        end(error)
+    }
+
+    /// Switches to push mode (event loop): what is buffered and everything received later goes
+    /// to `sink` at once, its window returned as it is delivered (the consumer, a relayed
+    /// connection, has windows of its own); `onEnd` runs once at FIN (nil), reset or failure.
+    func divert(to sink: @escaping (ByteBuffer) -> Void, onEnd: @escaping (StreamError?) -> Void) {
+        eventLoop.assertInEventLoop()
+        if inbound.readableBytes > 0 {
+            let pending = inbound
+            let uncredited = inbound.readableBytes - creditedInbound
+            inbound.clear()
+            creditedInbound = 0
+            sink(pending)
+            if uncredited > 0 { connection.streamConsumed(id, uncredited) }
+        }
+        if let failure { onEnd(failure); return }
+        if remoteClosed { onEnd(nil); return }
+        self.sink = sink
+        self.onSinkEnd = onEnd
     }
 
     private func wakeReader() {
@@ -98,7 +136,9 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
             let n = Swift.min(max, inbound.readableBytes)
             let chunk = inbound.readSlice(length: n)!
             if inbound.readableBytes == 0 { inbound.clear() }
-            connection.streamConsumed(id, n)
+            let credited = Swift.min(n, creditedInbound)
+            creditedInbound -= credited
+            if n > credited { connection.streamConsumed(id, n - credited) }
             return eventLoop.makeSucceededFuture(chunk)
         }
         if let failure { return eventLoop.makeFailedFuture(failure) }
@@ -138,6 +178,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
             b.writeBuffer(&self.inbound)
             self.inbound = b
             // The window for these bytes was already returned when they were first read.
+            self.creditedInbound += bytes.count
         }.get()
     }
 
@@ -227,6 +268,23 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
             self.localClosed = true
             self.connection.streamCloseWrite(self.id)
         }.get()
+    }
+
+    /// Writes at once on the event loop, queueing beyond the window (a relayed connection's
+    /// bytes: its own Yamux windows bound them). False if the stream can no longer write.
+    @discardableResult
+    func writeNow(_ bytes: ByteBuffer) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard failure == nil, !localClosed else { return false }
+        return (try? connection.streamWrite(id, bytes)) != nil
+    }
+
+    /// Half-closes at once on the event loop.
+    func closeWriteNow() {
+        eventLoop.assertInEventLoop()
+        guard !localClosed else { return }
+        localClosed = true
+        connection.streamCloseWrite(id)
     }
 
     /// Aborts the stream in both directions (RST).

@@ -29,6 +29,8 @@ public final class Node: @unchecked Sendable {
         var record: VerifiedEnvelope?
         var recordAddresses: [Multiaddr] = []
         var identifiedObservers: [@Sendable (Connection, IdentifyInfo) -> Void] = []
+        var extraAddresses: [Multiaddr] = []
+        var addressObservers: [@Sendable () -> Void] = []
     }
     private let state = NIOLockedValueBox(State())
 
@@ -52,6 +54,33 @@ public final class Node: @unchecked Sendable {
 
     public var peerID: PeerID { swarm.peerID }
     public var listenAddresses: [Multiaddr] { swarm.listenAddresses }
+
+    /// What the node tells others it can be reached at (identify, its signed peer record and so
+    /// its presence record): the listen addresses and the extra ones set (relayed addresses).
+    public var advertisedAddresses: [Multiaddr] {
+        let extra = state.withLockedValue { $0.extraAddresses }
+        var out = swarm.listenAddresses
+        for a in extra where !out.contains(a) { out.append(a) }
+        return out
+    }
+
+    /// Replaces the extra advertised addresses (e.g. `/p2p/<relay>/p2p-circuit` ones); when they
+    /// change, the peer record is re-signed and the observers told (the DHT republishes presence).
+    public func setExtraAddresses(_ addresses: [Multiaddr]) {
+        let (changed, observers) = state.withLockedValue { s -> (Bool, [@Sendable () -> Void]) in
+            guard s.extraAddresses != addresses else { return (false, []) }
+            s.extraAddresses = addresses
+            return (true, s.addressObservers)
+        }
+        guard changed else { return }
+        refreshSignedRecord()
+        for o in observers { o() }
+    }
+
+    /// Called whenever the advertised addresses change.
+    public func onAddressesChanged(_ body: @escaping @Sendable () -> Void) {
+        state.withLockedValue { $0.addressObservers.append(body) }
+    }
 
     @discardableResult
     public func listen(_ addresses: [Multiaddr]) async throws -> [Multiaddr] {
@@ -92,7 +121,7 @@ public final class Node: @unchecked Sendable {
 
     @discardableResult
     func refreshSignedRecord(force: Bool = false) -> VerifiedEnvelope {
-        let addrs = swarm.listenAddresses
+        let addrs = advertisedAddresses
         return state.withLockedValue { s in
             if !force, let r = s.record, s.recordAddresses == addrs { return r }
             // seq is the time in nanoseconds (as go- and py-libp2p), kept strictly increasing.
@@ -142,7 +171,7 @@ public final class Node: @unchecked Sendable {
     /// What this node tells `connection`'s peer about itself.
     public func identifyMessage(for connection: Connection) -> IdentifyInfo {
         IdentifyInfo(protocolVersion: configuration.protocolVersion, agentVersion: configuration.agentVersion,
-                     publicKey: swarm.identity.publicKey, listenAddrs: swarm.listenAddresses,
+                     publicKey: swarm.identity.publicKey, listenAddrs: advertisedAddresses,
                      observedAddr: configuration.testingClaimedObservedAddress ?? connection.remoteAddress,
                      protocols: swarm.supportedProtocols)
     }

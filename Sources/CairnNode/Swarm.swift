@@ -22,9 +22,17 @@ public enum SwarmError: Error, CustomStringConvertible {
 
 public typealias StreamHandler = @Sendable (MuxedStream) async throws -> Void
 
+/// A way to reach peers other than TCP (a relayed circuit), plugged into the swarm: `dial`
+/// routes the addresses it claims to it, and the connections it makes are the swarm's like
+/// any other.
+public protocol SwarmTransport: Sendable {
+    func canDial(_ address: Multiaddr) -> Bool
+    func dial(_ address: Multiaddr) async throws -> Connection
+}
+
 /// The one place that owns sockets and connections. Protocols register stream handlers; the swarm
 /// accepts and dials TCP, runs each connection's upgrade, negotiates protocols on inbound streams
-/// and hands them to their handler. A relayed circuit will plug in as one more transport.
+/// and hands them to their handler. A relayed circuit plugs in as one more `SwarmTransport`.
 public final class Swarm: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var handshakeTimeout: TimeAmount = .seconds(10)
@@ -48,6 +56,7 @@ public final class Swarm: @unchecked Sendable {
         var listeners: [Channel] = []
         var listenAddresses: [Multiaddr] = []
         var connectedObservers: [@Sendable (Connection) -> Void] = []
+        var transports: [any SwarmTransport] = []
         var shutDown = false
     }
     private let state = NIOLockedValueBox(State())
@@ -143,6 +152,9 @@ public final class Swarm: @unchecked Sendable {
     /// Dials `address` (`/ip4|ip6/…/tcp/…[/p2p/<id>]`). With a peer ID, any other identity is refused.
     public func dial(_ address: Multiaddr) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
+        if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
+            return try await t.dial(address)
+        }
         guard let (ip, _) = address.tcpEndpoint else { throw SwarmError.unsupportedAddress(address) }
         let remote = try address.tcpSocketAddress()
         let expected = address.peerID
@@ -194,16 +206,27 @@ public final class Swarm: @unchecked Sendable {
     @discardableResult
     func setUpConnection(_ channel: Channel, direction: Connection.Direction, role: SecureConnectionMachine.Role,
                          expectedRemote: PeerID?) throws -> Connection {
-        let connection = Connection(channel: channel, direction: direction, role: role, identity: identity,
-                                    expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger)
+        let connection = makeConnection(ChannelTransport(channel), direction: direction, role: role, expectedRemote: expectedRemote)
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: configuration.handshakeTimeout))
+        return connection
+    }
+
+    /// A connection over `transport`, wired to this swarm (streams, registration); the caller
+    /// starts it.
+    func makeConnection(_ transport: ConnectionTransport, direction: Connection.Direction, role: SecureConnectionMachine.Role,
+                        expectedRemote: PeerID?, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil) -> Connection {
+        let connection = Connection(transport: transport, direction: direction, role: role, identity: identity,
+                                    expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger, relay: relay, limit: limit)
         connection.onInboundStream = { [weak self] stream in self?.acceptStream(stream) }
         connection.onEstablished = { [weak self] c in self?.established(c) }
         connection.closed.whenComplete { [weak self] _ in
             _ = self?.state.withLockedValue { $0.connections.remove(connection) }
         }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: configuration.handshakeTimeout))
         return connection
     }
+
+    /// Transports beyond TCP (a relayed circuit): `dial` hands them the addresses they claim.
+    public func addTransport(_ t: any SwarmTransport) { state.withLockedValue { $0.transports.append(t) } }
 
     private func established(_ connection: Connection) {
         let observers = state.withLockedValue { s -> [@Sendable (Connection) -> Void] in
