@@ -299,7 +299,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 }
 
 /// Runs `body`, failing with `StreamError.timeout` if it takes longer than `timeout`.
-func withTimeout<T: Sendable>(_ timeout: TimeAmount, on loop: EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withTimeout<T: Sendable>(_ timeout: TimeAmount, on loop: EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {

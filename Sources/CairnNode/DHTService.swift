@@ -332,9 +332,21 @@ public final class DHTService: @unchecked Sendable {
         return try await putValue(RecordValidator.presenceKey(node.peerID), envelope.bytes)
     }
 
-    /// Republishes presence every `republishInterval` until the task is cancelled.
+    /// Republishes presence every `republishInterval` until the task is cancelled, and at once
+    /// whenever the node's advertised addresses change (a relay reservation came or went).
     public func keepPresencePublished() -> Task<Void, Never> {
-        Task { [weak self] in
+        node.onAddressesChanged { [weak self] in
+            guard let self else { return }
+            self.node.swarm.tasks.spawn {
+                do {
+                    let (acks, attempted) = try await self.publishPresence()
+                    self.logger.info("addresses changed: published presence", metadata: ["acks": "\(acks)", "of": "\(attempted)"])
+                } catch {
+                    self.logger.warning("publishing presence after an address change failed: \(error)")
+                }
+            }
+        }
+        return Task { [weak self] in
             while !Task.isCancelled {
                 guard let self else { return }
                 do {

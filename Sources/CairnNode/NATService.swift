@@ -55,6 +55,7 @@ public final class NATService: @unchecked Sendable {
         var policy: AutoNAT.ServerPolicy
         var contacted: Set<[UInt8]> = []
         var inboundFromUncontacted = false
+        var reachabilityObservers: [@Sendable (AutoNAT.ReachabilityTracker.Reachability) -> Void] = []
     }
     private let state: NIOLockedValueBox<State>
 
@@ -101,6 +102,11 @@ public final class NATService: @unchecked Sendable {
         if let rejection {
             logger.info("ignored an observed address: \(rejection)", metadata: ["peer": "\(c.remotePeer?.description ?? "?")", "observed": "\(observed)"])
         }
+    }
+
+    /// Called whenever AutoNAT's reachability verdict changes (relaying and auto-relay follow it).
+    public func onReachabilityChanged(_ body: @escaping @Sendable (AutoNAT.ReachabilityTracker.Reachability) -> Void) {
+        state.withLockedValue { $0.reachabilityObservers.append(body) }
     }
 
     public var externalAddresses: [Multiaddr] { state.withLockedValue { $0.book.externalAddresses(now: Date()) } }
@@ -263,6 +269,7 @@ public final class NATService: @unchecked Sendable {
             case .private: dht?.setMode(.client)
             case .unknown: break
             }
+            for o in state.withLockedValue({ $0.reachabilityObservers }) { o(now.reachability) }
         }
         return status
     }

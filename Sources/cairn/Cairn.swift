@@ -13,7 +13,8 @@ struct Cairn: AsyncParsableCommand {
         commandName: "cairn",
         abstract: "A peer-to-peer node that finds and reaches peers without trusted servers (libp2p wire protocols).",
         subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self,
-                      Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self, Netcheck.self]
+                      Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self, Netcheck.self,
+                      Relays.self, DialCommand.self]
     )
 }
 
@@ -84,6 +85,16 @@ struct RunNode: AsyncParsableCommand {
     @Option(name: .customLong("testing-claim-observed"),
             help: ArgumentHelp("Adversarial testing only: tell every peer it was observed at this address.", visibility: .hidden))
     var testingClaimObserved: String?
+    @Flag(name: .customLong("relay"), help: "Volunteer as a circuit relay (Circuit Relay v2) for private peers. Off by default.")
+    var relay = false
+    @Option(name: .customLong("relay-when"), help: "With --relay: public (serve while AutoNAT finds us publicly reachable) or always.")
+    var relayWhen: String = "public"
+    @Option(name: .customLong("relay-max-circuit-bytes"), help: "Bytes each way a relayed circuit may carry.")
+    var relayMaxCircuitBytes: UInt64 = 128 * 1024
+    @Option(name: .customLong("relay-max-circuit-seconds"), help: "Seconds a relayed circuit may last.")
+    var relayMaxCircuitSeconds: UInt32 = 120
+    @Option(name: .customLong("auto-relay"), help: "auto (reserve relay slots while AutoNAT finds us private), always, or off.")
+    var autoRelay: String = "auto"
     @Option(name: .customLong("testing-autonat-answer"),
             help: ArgumentHelp("Adversarial testing only: answer every AutoNAT request with ok or dial-error, dialing nobody.", visibility: .hidden))
     var testingAutoNATAnswer: String?
@@ -111,12 +122,36 @@ struct RunNode: AsyncParsableCommand {
         if let lie = testingAutoNATAnswer { logger.warning("testing mode: answering every AutoNAT request with \(lie)") }
         let nat = NATService(node: node, dht: service, configuration: natConfig, logger: logger)
         let prober = Task {
-            // Ask a few peers to dial us back: often at first, then every 15 minutes.
+            // Ask a few peers to dial us back: soon after joining, often at first, then every 15 minutes.
+            let schedule: [UInt64] = [5, 30, 60, 60, 60]
             var round = 0
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(round < 5 ? 60 : 900) * 1_000_000_000)
+                try? await Task.sleep(nanoseconds: (round < schedule.count ? schedule[round] : 900) * 1_000_000_000)
                 round += 1
-                for c in node.swarm.connections.shuffled().prefix(3) { _ = try? await nat.probe(c) }
+                for c in node.swarm.connections.filter({ !$0.isLimited }).shuffled().prefix(3) { _ = try? await nat.probe(c) }
+            }
+        }
+        // Circuit Relay v2: every node can dial relayed addresses and accept circuits; it
+        // volunteers as a relay only with --relay; it reserves slots on relays when private.
+        let relayClient = RelayClient(node: node, logger: logger)
+        var relayConfig = RelayService.Configuration()
+        relayConfig.resources.circuitBytes = relayMaxCircuitBytes
+        relayConfig.resources.circuitDuration = relayMaxCircuitSeconds
+        let relayService = RelayService(node: node, configuration: relayConfig, logger: logger)
+        guard let autoRelayMode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
+        guard relayWhen == "public" || relayWhen == "always" else { throw ValidationError("--relay-when takes public or always") }
+        let autoRelayer = AutoRelay(node: node, client: relayClient, mode: autoRelayMode, logger: logger)
+        nat.onReachabilityChanged { [relay, relayWhen] r in
+            if relay && relayWhen == "public" { relayService.setServing(r == .public) }
+            autoRelayer.reachabilityChanged(r)
+        }
+        if relay && relayWhen == "always" { relayService.setServing(true) }
+        if autoRelayMode != .off { autoRelayer.start() }
+        let statusWriter = Task {
+            let path = common.dataDirectory.appendingPathComponent("relays.json")
+            while !Task.isCancelled {
+                RelayStatus.write(to: path, node: node, client: relayClient, service: relayService, nat: nat)
+                try? await Task.sleep(nanoseconds: 2_000_000_000)
             }
         }
         let bound = try await node.listen(addrs)
@@ -158,6 +193,8 @@ struct RunNode: AsyncParsableCommand {
         await waitForTermination()
         logger.notice("shutting down")
         prober.cancel()
+        statusWriter.cancel()
+        autoRelayer.stop()
         presence?.cancel()
         for s in stunServers { await s.close() }
         service.stop()
@@ -210,6 +247,7 @@ func withJoinedDHT<T>(_ common: CommonOptions, _ dht: DHTOptions, mode: Kademlia
     let logger = common.bootstrapLogging()
     let key = try common.loadIdentity(logger)
     let node = Node(identity: key, logger: logger)
+    _ = RelayClient(node: node, logger: logger)  // relayed addresses are dialable too
     let service = try dht.makeService(node: node, common: common, logger: logger, mode: mode)
     service.start()
     do {
