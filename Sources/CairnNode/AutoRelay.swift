@@ -76,6 +76,11 @@ public final class AutoRelay: @unchecked Sendable {
         if !change { release() }
     }
 
+    /// Mode `auto`: reachability comes from `nat`.
+    public func followReachability(of nat: NATService) {
+        nat.onReachabilityChanged { [weak self] r in self?.reachabilityChanged(r) }
+    }
+
     public var candidates: [PeerID] { state.withLockedValue { Array($0.candidates.keys) } }
 
     public func start() {

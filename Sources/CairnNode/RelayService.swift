@@ -76,6 +76,11 @@ public final class RelayService: @unchecked Sendable {
 
     public var isServing: Bool { state.withLockedValue { $0.serving } }
 
+    /// Volunteers while AutoNAT finds this node publicly reachable, and stops when it does not.
+    public func followReachability(of nat: NATService) {
+        nat.onReachabilityChanged { [weak self] r in self?.setServing(r == .public) }
+    }
+
     public var stats: Stats {
         state.withLockedValue { s in
             s.resources.expire(now: Date())

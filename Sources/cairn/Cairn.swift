@@ -141,11 +141,9 @@ struct RunNode: AsyncParsableCommand {
         guard let autoRelayMode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
         guard relayWhen == "public" || relayWhen == "always" else { throw ValidationError("--relay-when takes public or always") }
         let autoRelayer = AutoRelay(node: node, client: relayClient, mode: autoRelayMode, logger: logger)
-        nat.onReachabilityChanged { [relay, relayWhen] r in
-            if relay && relayWhen == "public" { relayService.setServing(r == .public) }
-            autoRelayer.reachabilityChanged(r)
-        }
+        if relay && relayWhen == "public" { relayService.followReachability(of: nat) }
         if relay && relayWhen == "always" { relayService.setServing(true) }
+        autoRelayer.followReachability(of: nat)
         if autoRelayMode != .off { autoRelayer.start() }
         let statusWriter = Task {
             let path = common.dataDirectory.appendingPathComponent("relays.json")

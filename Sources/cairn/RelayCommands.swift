@@ -43,7 +43,7 @@ enum RelayStatus {
         ]
         guard let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .prettyPrinted]) else { return }
         let tmp = path.appendingPathExtension("tmp")
-        if (try? data.write(to: tmp)) != nil { _ = try? FileManager.default.replaceItemAt(path, withItemAt: tmp) }
+        if (try? data.write(to: tmp)) != nil { _ = rename(tmp.path, path.path) }  // atomic: readers never see half a file
     }
 }
 

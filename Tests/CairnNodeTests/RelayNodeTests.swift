@@ -25,10 +25,10 @@ final class RelayNodeTests: XCTestCase {
         try await group.shutdownGracefully()
     }
 
-    func makeNode(_ name: String) async throws -> (Node, Multiaddr) {
+    func makeNode(_ name: String, ip: String = "127.0.0.1") async throws -> (Node, Multiaddr) {
         let n = Node(identity: .generate(), group: group, logger: logs.logger(label: name))
         nodes.append(n)
-        let addr = try await n.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0]
+        let addr = try await n.listen([Multiaddr("/ip4/\(ip)/tcp/0")])[0]
         return (n, addr.appending(.p2p(n.peerID)))
     }
 
@@ -272,6 +272,45 @@ final class RelayNodeTests: XCTestCase {
         let answer = try await s.readLengthPrefixed(maxLength: 4096)
         XCTAssertEqual(try CircuitRelay.decodeStop(answer), .status(.permissionDenied))
         _ = r2Addr
+    }
+
+    /// A node volunteers only once AutoNAT finds it public (the hop protocol appears in what it
+    /// announces), and a private node's auto-relay reserves on it and advertises the address.
+    func testVolunteeringFollowsReachabilityAndAutoRelayReserves() async throws {
+        let (r, rAddr) = try await makeNode("volunteer")
+        let relay = RelayService(node: r, logger: logs.logger(label: "relay"))
+        var natConfig = NATService.Configuration()
+        natConfig.policy.allowPrivateAddresses = true
+        let nat = NATService(node: r, dht: nil, configuration: natConfig, logger: logs.logger(label: "nat"))
+        relay.followReachability(of: nat)
+        XCTAssertFalse(r.swarm.isHandling(CircuitRelay.hopProtocolID), "no volunteering before reachability is known")
+        // Two AutoNAT servers on two hosts (loopback addresses) dial it back: public, so it volunteers.
+        var servers: [NATService] = []
+        for i in 0..<2 {
+            let (s, sAddr) = try await makeNode("server\(i)", ip: "127.0.0.\(2 + i)")
+            servers.append(NATService(node: s, dht: nil, configuration: natConfig, logger: logs.logger(label: "server\(i)")))
+            _ = try await nat.probe(try await r.dial(sAddr))
+        }
+        XCTAssertEqual(nat.reachability.reachability, .public)
+        XCTAssertTrue(relay.isServing)
+        XCTAssertTrue(r.swarm.isHandling(CircuitRelay.hopProtocolID))
+
+        let (p, _) = try await makeNode("private")
+        let client = RelayClient(node: p, logger: logs.logger(label: "private"))
+        var config = AutoRelay.Configuration()
+        config.tick = 0.1
+        let auto = AutoRelay(node: p, client: client, mode: .always, configuration: config, logger: logs.logger(label: "auto"))
+        auto.start()
+        defer { auto.stop() }
+        _ = try await p.dial(rAddr)  // identify tells it r speaks hop
+        try await eventually { client.reservations.count == 1 }
+        let expected = rAddr.appending(.p2pCircuit)
+        try await eventually { p.advertisedAddresses.contains(expected) }
+        // Its signed peer record carries the relayed address.
+        XCTAssertTrue(try PeerRecord(envelope: p.signedPeerRecord).addresses.contains(expected))
+        // The relay goes away: the reservation and the address go with it.
+        for c in p.swarm.connections(to: r.peerID) { await c.close() }
+        try await eventually { client.reservations.isEmpty && !p.advertisedAddresses.contains(expected) }
     }
 
     // MARK: Helpers
