@@ -13,7 +13,7 @@ public final class RelayService: @unchecked Sendable {
         public var resources = RelayResources.Configuration()
         public var messageTimeout: TimeAmount = .seconds(10)
         /// Copy chunk size when forwarding.
-        public var chunkSize = 16 * 1024
+        public var chunkSize = 64 * 1024
         public init() {}
     }
 

@@ -24,9 +24,17 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "py-libp2p connections.") var pyConns = 200
     @Option(help: "py-libp2p MiB over one stream.") var pyMib = 64
     @Flag(help: "Skip py-libp2p.") var noPy = false
+    @Option(help: "MiB over one stream through a Cairn relay (a separate `cairn node --relay` process, limits raised) and directly, for comparison; 0 skips.")
+    var relayMib = 128
+    @Flag(help: "Only the relay measurement.") var relayOnly = false
     @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
 
     func run() async throws {
+        if relayOnly {
+            let r = try await relayBench(mib: relayMib)
+            print(String(decoding: try JSONSerialization.data(withJSONObject: ["relay": r], options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
         var quiet = Logger(label: "bench")
         quiet.logLevel = .critical
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -81,6 +89,7 @@ struct Bench: AsyncParsableCommand {
 
         var py: [String: Any]?
         if !noPy { py = runPyBench() }
+        let relay: [String: Any]? = relayMib > 0 ? try await relayBench(mib: relayMib) : nil
 
         let result: [String: Any] = [
             "cairn": ["conns": conns, "connections_per_second": connRate, "median_connect_ms": latencies[latencies.count / 2],
@@ -88,6 +97,7 @@ struct Bench: AsyncParsableCommand {
                       "mib": mib, "stream_throughput_mib_s": throughput],
             "raw_tcp": ["mib": rawMib, "throughput_mib_s": raw],
             "py_libp2p": py ?? NSNull(),
+            "relay": relay ?? NSNull(),
         ]
         print(String(format: "cairn:     %.0f connections/s (median %.2f ms), one stream %.0f MiB/s", connRate, latencies[latencies.count / 2], throughput))
         if let py, let c = py["connections_per_second"] as? Double, let t = py["stream_throughput_mib_s"] as? Double {
@@ -97,6 +107,86 @@ struct Bench: AsyncParsableCommand {
         }
         print(String(format: "raw TCP:   %.0f MiB/s", raw))
         print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+    }
+
+    /// One stream's throughput directly and through a relay in another process (`cairn node
+    /// --relay`, limits raised), and the relay's CPU time (user + system, from /proc) per MiB.
+    func relayBench(mib: Int) async throws -> [String: Any] {
+        var quiet = Logger(label: "bench")
+        quiet.logLevel = .critical
+        let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bench-relay-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dataDir) }
+        let relay = Process()
+        relay.executableURL = URL(fileURLWithPath: cairn)
+        relay.arguments = ["node", "--data-dir", dataDir.path, "--listen", "/ip4/127.0.0.1/tcp/0", "--relay", "--relay-when", "always",
+                           "--relay-max-circuit-bytes", "\(UInt64(1) << 40)", "--relay-max-circuit-seconds", "86400",
+                           "--auto-relay", "off", "--no-stun", "--peers-file", "/dev/null", "--log-level", "error"]
+        let out = Pipe()
+        relay.standardOutput = out
+        relay.standardError = FileHandle.nullDevice
+        try relay.run()
+        defer { relay.terminate(); relay.waitUntilExit() }
+        var relayAddr: Multiaddr?
+        var buffered = ""
+        while relayAddr == nil {
+            let d = out.fileHandleForReading.availableData
+            guard !d.isEmpty else { throw ValidationError("the relay process exited") }
+            buffered += String(decoding: d, as: UTF8.self)
+            if let line = buffered.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }) {
+                relayAddr = try Multiaddr(String(line.dropFirst("listening on ".count)))
+            }
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let b = Node(identity: .generate(), group: group, logger: quiet)
+        let bClient = RelayClient(node: b, logger: quiet)
+        b.swarm.handle("/bench/sink/1.0.0") { stream in
+            var n: UInt64 = 0
+            while let chunk = try await stream.read() { n += UInt64(chunk.readableBytes) }
+            var out = ByteBuffer()
+            out.writeInteger(n)
+            try await stream.write(out)
+            await stream.closeWrite()
+        }
+        let bAddr = try await b.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(b.peerID))
+        let held = try await bClient.reserve(on: try await b.dial(relayAddr!))
+        let a = Node(identity: .generate(), group: group, logger: quiet)
+        _ = RelayClient(node: a, logger: quiet)
+
+        let direct = try await a.dial(bAddr)
+        let directRate = try await sink(direct, mib: mib)
+        await direct.close()
+        let relayed = try await a.dial(held.addresses[0].appending(.p2p(b.peerID)))
+        let cpu0 = processCPUSeconds(relay.processIdentifier)
+        let relayedRate = try await sink(relayed, mib: mib)
+        let cpu1 = processCPUSeconds(relay.processIdentifier)
+        await relayed.close()
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+        let cpuPerMiB = (cpu1 - cpu0) / Double(mib) * 1000
+        print(String(format: "relay:     one stream direct %.0f MiB/s, through a relay %.0f MiB/s (%.0f%%); relay CPU %.2f ms per MiB forwarded",
+                     directRate, relayedRate, relayedRate / directRate * 100, cpuPerMiB))
+        return ["mib": mib, "direct_mib_s": directRate, "relayed_mib_s": relayedRate, "relay_cpu_ms_per_mib": cpuPerMiB]
+    }
+
+    /// Sends `mib` MiB over a new sink stream; MiB/s once the sink has counted them all.
+    func sink(_ conn: Connection, mib: Int) async throws -> Double {
+        let stream = try await conn.openStream(["/bench/sink/1.0.0"])
+        let chunk = ByteBuffer(repeating: 0xab, count: 256 * 1024)
+        let total = UInt64(mib) << 20
+        let clock = ContinuousClock()
+        let t = clock.now
+        var sent: UInt64 = 0
+        while sent < total {
+            try await stream.write(chunk)
+            sent += UInt64(chunk.readableBytes)
+        }
+        await stream.closeWrite()
+        let ack = try await stream.readExactly(8)
+        let count = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard count == total else { throw ValidationError("sink counted \(count) bytes, sent \(total)") }
+        return Double(mib) / seconds(clock.now - t)
     }
 
     func oneConnection(_ client: Node, _ addr: Multiaddr) async throws {
@@ -127,6 +217,16 @@ struct Bench: AsyncParsableCommand {
         }
         return nil
     }
+}
+
+/// User + system CPU seconds of a process, from /proc/PID/stat (fields 14 and 15).
+func processCPUSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // After "pid (comm)": field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
+    guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+    return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
