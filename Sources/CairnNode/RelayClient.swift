@@ -66,6 +66,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         var reservations: [PeerID: HeldReservation] = [:]
         var inboundCircuits = 0
         var outboundCircuits = 0
+        var acceptedTotal = 0
     }
     private let state = NIOLockedValueBox(State())
 
@@ -82,6 +83,8 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
 
     public var reservations: [HeldReservation] { state.withLockedValue { Array($0.reservations.values) } }
     public var circuitCounts: (inbound: Int, outbound: Int) { state.withLockedValue { ($0.inboundCircuits, $0.outboundCircuits) } }
+    /// Relayed connections accepted since start.
+    public var acceptedCircuits: Int { state.withLockedValue { $0.acceptedTotal } }
 
     /// Forgets a reservation (its relay went away); returns whether there was one.
     @discardableResult
@@ -205,7 +208,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         let remote = (stream.connection.remoteAddress.map { $0 } ?? Multiaddr(components: [])).appending(.p2p(relay)).appending(.p2pCircuit)
         // The relay named the initiator; Noise proves it (another identity fails the handshake).
         let conn = try await upgrade(stream, direction: .inbound, role: .responder, expected: peer.id, relay: relay, limit: limit, remote: remote)
-        state.withLockedValue { $0.inboundCircuits += 1 }
+        state.withLockedValue { $0.inboundCircuits += 1; $0.acceptedTotal += 1 }
         conn.closed.whenComplete { [weak self] _ in self?.state.withLockedValue { $0.inboundCircuits -= 1 } }
         logger.info("accepted a relayed connection", metadata: ["peer": "\(peer.id)", "relay": "\(relay)"])
     }
