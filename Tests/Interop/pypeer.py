@@ -67,6 +67,59 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S (defau
   must be "/<ns>/...": a permissive last-write-wins validator is registered for each
   --namespace (default: "test"); see NOTES.md for why.
 
+  Circuit Relay v2 (py's libp2p.relay.circuit_v2; hop /libp2p/circuit/relay/0.2.0/hop,
+  stop /libp2p/circuit/relay/0.2.0/stop).  "connected" lines in these modes carry an
+  extra "relayed": bool; a relayed connection has "local_addr": null and "remote_addr"
+  "<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>".  Limits print as
+  {"duration":s|null,"data":bytes|null} (null: field absent; the whole thing null: no
+  Limit in the message).
+    pypeer.py relay-server [--port N] [--host 127.0.0.1] [--max-circuit-bytes N]
+                           [--max-circuit-seconds S] [--max-reservations N]
+                           [--max-circuits N] [--reservation-ttl S] [--ignore-stdin]
+      CircuitV2Protocol(allow_hop=True): hop + stop.  Defaults are py's (1 GiB, 3600 s,
+      4 reservations, 8 circuits per reservation, TTL 3600 s).
+      first line:  {"event":"listening","mode":"relay-server","peer_id":...,"addrs":[...],
+                    "limits":{"duration","data","max_circuit_conns","max_reservations",
+                              "reservation_ttl"}}
+      then "connected"/"disconnected" lines, and for each hop request it answers:
+                   {"event":"reserve","peer_id":...,"status":"OK"|...,"expire":..,"addrs":[..],
+                    "voucher":hex|null,"voucher_valid":..,"voucher_error":..,"limit":{..}}
+                   {"event":"connect","src":...,"dst":...,"status":"OK"|"NO_RESERVATION"|..,
+                    "limit":{..}|null}
+                   {"event":"circuit_closed","src":...,"dst":...,"seconds":float}
+      Runs until stdin EOF (unless --ignore-stdin) or SIGTERM/SIGINT; exit 0.
+    pypeer.py relay-listen RELAY_MADDR/p2p/ID [--port N] [--host 127.0.0.1] [--ignore-stdin]
+      Listens on --host:--port, dials the relay and RESERVEs with py's client code
+      (CircuitV2Transport._make_reservation), then accepts relayed connections with py's
+      STOP handler and serves /ipfs/ping/1.0.0 and /cairn/echo/1.0.0 (read to EOF, write
+      it all back, close).
+      first lines: "connected" (to the relay), then
+                   {"event":"reserved","relay":id,"expire":unix s|null,"addrs":[relay addrs],
+                    "voucher":hex|null,"voucher_valid":bool|null,"voucher_error":str|null,
+                    "limit":{..}|null,"peer_id":own id,
+                    "circuit_addr":"<RELAY_MADDR>/p2p-circuit/p2p/<own id>","refresh":false}
+      (voucher_valid: Signed Envelope, domain "libp2p-relay-rsvp", type 0x0302, signed by
+      the relay, Voucher{relay, peer: us, expiration == expire}.)
+      then per relayed connection:
+                   {"event":"stop","type":"CONNECT","peer_id":initiator,"peer_addrs":[..],
+                    "limit":{..}|null}        (the relay's STOP CONNECT, as received)
+                   {"event":"connected",...,"relayed":true}
+                   {"event":"echo","peer_id":...,"bytes":n}  (or "echo_error")
+      The reservation is renewed when 3/4 of its remaining time has passed: another
+      "reserved" line with "refresh":true, or {"event":"reservation_error",...} (retried
+      every 5 s).  If the reservation is refused: {"event":"error","relay":..,"error":..},
+      exit 1.  Runs until stdin EOF (unless --ignore-stdin) or SIGTERM/SIGINT; exit 0.
+    pypeer.py relay-dial RELAY_MADDR/p2p/RELAY/p2p-circuit/p2p/TARGET [--count 3]
+                         [--echo-bytes N] [--reserve] [--hold S]
+      Dials the relay (dial_addr), then TARGET through it with CircuitV2Transport.dial()
+      (HOP CONNECT, then Noise + Yamux over the circuit), pings --count times and, with
+      --echo-bytes, writes N random bytes on /cairn/echo/1.0.0, half-closes, reads to EOF.
+      {"event":"relay-dial","peer_id":target,"rtts_ms":[..],"echo_ok":bool|null,
+       "relayed":bool,"relay":id,"remote_addr":...,"connect_status":"OK",
+       "connect_limit":{..}|null}                  (+ "echo_error" when echo_ok is false)
+      Exit 1 when echo_ok is false.  --reserve: RESERVE before CONNECT, as py's transport
+      does with RelayConfig()'s default roles (off by default: see NOTES.md).
+
   On failure: {"event":"error","error":"..."} and exit code 1 (2 for a bad --seed);
   listen mode also fails this way if it cannot bind.  --hold S keeps the connection open S seconds after the result line (e.g.
   so the remote can identify or ping us back).
@@ -87,6 +140,15 @@ py-libp2p 0.8.1 quirks worked around here (see NOTES.md next to this file):
     of the same value, is refused with a stream reset), so we register a last-write-wins
     validator per namespace; KadDHT.provide(str) reads a hex- or CID-looking string as
     bytes, so we call its provider store with the key's UTF-8 bytes instead.
+  * Circuit relay: CircuitV2Listener's STOP handler dies on an AttributeError
+    (NetStream.get_remote_peer_id), taking the connection to the relay with it, and
+    would never answer the STOP CONNECT anyway, so the STOP protocol is served by
+    CircuitV2Protocol._handle_stop_stream instead; the target
+    records the circuit address with its *own* ID in the relay slot, so conn_info()
+    rebuilds it; the transport's reservation refresher busy-loops after a failed
+    refresh, so relay-listen refreshes by itself; RelayConfig()'s default roles make a
+    dialer RESERVE before every CONNECT (and py's relay never frees reservations of
+    disconnected peers before they expire), so relay-dial only does that with --reserve.
 """
 from __future__ import annotations
 
@@ -154,6 +216,7 @@ from multiaddr import Multiaddr  # noqa: E402
 import libp2p  # noqa: E402
 from libp2p import new_host  # noqa: E402
 from libp2p.abc import INotifee  # noqa: E402
+from libp2p.connection_types import ConnectionType  # noqa: E402
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair  # noqa: E402
 from libp2p.crypto.serialization import deserialize_public_key  # noqa: E402
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair  # noqa: E402
@@ -166,6 +229,7 @@ from libp2p.identity.identify.identify import (  # noqa: E402
 from libp2p.identity.identify.pb.identify_pb2 import Identify  # noqa: E402
 from libp2p.io.utils import read_exactly  # noqa: E402
 from libp2p.network.config import RetryConfig  # noqa: E402
+from libp2p.network.connection.raw_connection import RawConnection  # noqa: E402
 from libp2p.network.stream.exceptions import StreamEOF  # noqa: E402
 from libp2p.peer.envelope import consume_envelope, unmarshal_envelope  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
@@ -215,16 +279,9 @@ def make_host(seed_hex: str | None, listen: list[Multiaddr] | None = None,
 # --------------------------------------------------------------------------------------
 # connection address helpers
 # --------------------------------------------------------------------------------------
-def _socket_of(conn) -> object | None:
-    """Find the OS socket under a SwarmConn / muxed conn / stream.
-
-    py-libp2p 0.8.1 only exposes the *remote* address (get_remote_address()).  The
-    chain for TCP is SwarmConn.muxed_conn (Yamux) .secured_conn (SecureSession)
-    .conn (NoiseTransportReadWriter) .read_writer (NoisePacketReadWriter)
-    .read_write_closer (RawConnection) .stream (TrioTCPStream) .stream
-    (trio.SocketStream) .socket.  Walk it generically (bounded BFS over attributes of
-    libp2p objects) so small refactors do not break it.
-    """
+def _find_under(conn, match) -> object | None:
+    """Bounded breadth-first walk over the attributes of libp2p objects under conn;
+    return the first object for which match(obj) is true (or None)."""
     seen: set[int] = set()
     queue = [conn]
     steps = 0
@@ -234,8 +291,8 @@ def _socket_of(conn) -> object | None:
         if obj is None or id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, trio.SocketStream):
-            return obj.socket
+        if match(obj):
+            return obj
         mod = type(obj).__module__ or ""
         if not mod.startswith("libp2p"):
             continue
@@ -250,6 +307,21 @@ def _socket_of(conn) -> object | None:
                 continue
             queue.append(val)
     return None
+
+
+def _socket_of(conn) -> object | None:
+    """Find the OS socket under a SwarmConn / muxed conn / stream.
+
+    py-libp2p 0.8.1 only exposes the *remote* address (get_remote_address()).  The
+    chain for TCP is SwarmConn.muxed_conn (Yamux) .secured_conn (SecureSession)
+    .conn (NoiseTransportReadWriter) .read_writer (NoisePacketReadWriter)
+    .read_write_closer (RawConnection) .stream (TrioTCPStream) .stream
+    (trio.SocketStream) .socket.  Walk it generically (bounded BFS over attributes of
+    libp2p objects) so small refactors do not break it.  (For a relayed connection
+    this finds the socket to the *relay*; see conn_info().)
+    """
+    found = _find_under(conn, lambda o: isinstance(o, trio.SocketStream))
+    return found.socket if found is not None else None
 
 
 def _sockaddr_to_maddr(sa) -> str | None:
@@ -281,6 +353,38 @@ def conn_addrs(conn) -> tuple[str | None, str | None]:
         except Exception:
             pass
     return local, remote
+
+
+def conn_info(conn) -> tuple[bool, str | None, str | None]:
+    """(relayed, local, remote) of a connection.  A relayed (/p2p-circuit) connection
+    has no socket of its own: remote is "<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>"
+    and local is None."""
+    # The transport-level RawConnection (SecureSession is an IRawConnection too).
+    raw = _find_under(conn, lambda o: isinstance(o, RawConnection))
+    try:
+        relayed = raw is not None and raw.get_connection_type() == ConnectionType.RELAYED
+    except Exception:  # noqa: BLE001
+        relayed = False
+    if not relayed:
+        return (False, *conn_addrs(conn))
+    # The relayed RawConnection wraps the hop/stop stream (py's target side puts
+    # its *own* ID in the relay slot of the address it records, so build it here):
+    # <relay's transport addr>/p2p/<relay>/p2p-circuit/p2p/<remote peer>.
+    remote = None
+    try:
+        stream = raw.stream
+        relay_conn = stream.muxed_conn
+        peer = getattr(getattr(conn, "muxed_conn", None), "peer_id", None)
+        _, relay_addr = conn_addrs(relay_conn)
+        remote = f"{relay_addr or ''}/p2p/{relay_conn.peer_id}/p2p-circuit/p2p/{peer}"
+    except Exception as e:  # noqa: BLE001
+        log.debug("circuit address of %r: %s", raw, _describe(e))
+        try:
+            addrs = raw.get_transport_addresses()
+            remote = str(addrs[0]) if addrs else None
+        except Exception:  # noqa: BLE001
+            pass
+    return True, None, remote
 
 
 def _maddr_text(raw: bytes) -> str:
@@ -513,18 +617,22 @@ async def run_dial_mode(args) -> int:
 # listen mode
 # --------------------------------------------------------------------------------------
 class _ConnNotifee(INotifee):
-    def __init__(self, host, send_channel, identify: bool) -> None:
+    def __init__(self, host, send_channel, identify: bool, relayed: bool = False) -> None:
         self.host = host
         self.identify = identify
         self.send = send_channel
+        self.relayed = relayed  # add a "relayed" field to "connected" lines
 
     async def connected(self, network, conn) -> None:
         peer = getattr(conn.muxed_conn, "peer_id", None)
-        local, remote = conn_addrs(conn)
+        relayed, local, remote = conn_info(conn)
         initiator = getattr(conn.muxed_conn, "is_initiator", None)
-        emit({"event": "connected", "peer_id": str(peer),
-              "direction": "outbound" if initiator else "inbound",
-              "remote_addr": remote, "local_addr": local})
+        line = {"event": "connected", "peer_id": str(peer),
+                "direction": "outbound" if initiator else "inbound",
+                "remote_addr": remote, "local_addr": local}
+        if self.relayed:
+            line["relayed"] = relayed
+        emit(line)
         if self.identify and peer is not None:
             try:
                 self.send.send_nowait(peer)
@@ -922,6 +1030,509 @@ async def _run_dht_server(args, sigs) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# Circuit Relay v2 (py-libp2p's libp2p.relay.circuit_v2)
+# --------------------------------------------------------------------------------------
+from libp2p.relay.circuit_v2.config import (  # noqa: E402
+    DEFAULT_MAX_CIRCUIT_BYTES,
+    DEFAULT_MAX_CIRCUIT_CONNS,
+    DEFAULT_MAX_CIRCUIT_DURATION,
+    DEFAULT_MAX_RESERVATIONS,
+    DEFAULT_RESERVATION_TTL,
+    RelayConfig,
+    RelayRole,
+)
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import (  # noqa: E402
+    HopMessage,
+    Status as CircuitStatus,
+    StopMessage,
+    Voucher as CircuitVoucher,
+)
+from libp2p.relay.circuit_v2.protocol import (  # noqa: E402
+    PROTOCOL_ID as HOP_PROTOCOL_ID,
+    STOP_PROTOCOL_ID,
+    CircuitV2Protocol,
+)
+from libp2p.relay.circuit_v2.resources import (  # noqa: E402
+    RELAY_RSVP_DOMAIN,
+    VOUCHER_PAYLOAD_TYPE,
+    RelayLimits,
+)
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport  # noqa: E402
+
+ECHO_PROTOCOL_ID = TProtocol("/cairn/echo/1.0.0")
+MAX_ECHO_BYTES = 64 << 20
+
+
+def _first_delimited(buf: bytes) -> bytes | None:
+    """The body of the first complete uvarint-length-prefixed message in buf."""
+    v = _uvarint(buf)
+    if v is None or len(buf) < v[1] + v[0]:
+        return None
+    return bytes(buf[v[1]:v[1] + v[0]])
+
+
+class _Recorder:
+    """Pass-through wrapper around a stream that captures the first uvarint-delimited
+    message read from it and the first one written to it (then stops recording), and
+    optionally calls on_rx / on_tx with each message body.  Everything else is
+    delegated, so py-libp2p code can use it in place of the stream (it also ends up
+    inside py's RawConnection for a circuit; after the first messages it only
+    forwards)."""
+
+    def __init__(self, stream, on_rx=None, on_tx=None) -> None:
+        self._stream = stream
+        self._rx = bytearray()
+        self._tx = bytearray()
+        self.rx_msg: bytes | None = None
+        self.tx_msg: bytes | None = None
+        self._on_rx, self._on_tx = on_rx, on_tx
+
+    async def read(self, n: int | None = None) -> bytes:
+        data = await self._stream.read(n)
+        if self.rx_msg is None and data:
+            self._rx += data
+            self.rx_msg = _first_delimited(bytes(self._rx))
+            if self.rx_msg is not None and self._on_rx is not None:
+                self._on_rx(self.rx_msg)
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self.tx_msg is None:
+            self._tx += data
+            self.tx_msg = _first_delimited(bytes(self._tx))
+            if self.tx_msg is not None and self._on_tx is not None:
+                self._on_tx(self.tx_msg)
+        await self._stream.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _parse(cls, body: bytes | None):
+    if body is None:
+        return None
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except Exception:  # noqa: BLE001
+        return None
+    return msg
+
+
+def _status_name(msg) -> str | None:
+    if msg is None or not msg.HasField("status"):
+        return None
+    try:
+        return CircuitStatus.Name(msg.status)
+    except ValueError:
+        return str(msg.status)
+
+
+def _limit_json(msg) -> dict | None:
+    if msg is None or not msg.HasField("limit"):
+        return None
+    lim = msg.limit
+    return {"duration": lim.duration if lim.HasField("duration") else None,
+            "data": lim.data if lim.HasField("data") else None}
+
+
+def _peer_field_json(msg) -> tuple[str | None, list[str]]:
+    if msg is None or not msg.HasField("peer"):
+        return None, []
+    try:
+        pid = str(ID(msg.peer.id))
+    except Exception:  # noqa: BLE001
+        pid = "invalid:" + msg.peer.id.hex()
+    return pid, [_maddr_text(a) for a in msg.peer.addrs]
+
+
+def check_voucher(data: bytes, relay: ID, peer: ID, expire: int | None) -> str | None:
+    """None if data is a valid reservation voucher (Signed Envelope, domain
+    "libp2p-relay-rsvp", payload type 0x0302, signed by the relay, Voucher{relay,
+    peer, expiration == expire}); otherwise what is wrong."""
+    try:
+        env = unmarshal_envelope(data)
+    except Exception as e:  # noqa: BLE001
+        return f"decode envelope: {_describe(e)}"
+    if bytes(env.payload_type) != VOUCHER_PAYLOAD_TYPE:
+        return f"payload type {bytes(env.payload_type).hex()} != 0302"
+    try:
+        env.validate(RELAY_RSVP_DOMAIN)
+    except Exception as e:  # noqa: BLE001
+        return f"signature: {_describe(e)}"
+    if ID.from_pubkey(env.public_key) != relay:
+        return "signed by another key than the relay's"
+    v = CircuitVoucher()
+    try:
+        v.ParseFromString(bytes(env.raw_payload))
+        v_relay, v_peer = ID(v.relay), ID(v.peer)
+    except Exception as e:  # noqa: BLE001
+        return f"decode voucher: {_describe(e)}"
+    if v_relay != relay:
+        return f"voucher relay {v_relay} != {relay}"
+    if v_peer != peer:
+        return f"voucher peer {v_peer} != {peer}"
+    if expire is not None and v.expiration != expire:
+        return f"voucher expiration {v.expiration} != reservation expire {expire}"
+    return None
+
+
+def _reservation_json(resp, relay: ID, me: ID) -> dict:
+    rsvp = resp.reservation if resp is not None and resp.HasField("reservation") else None
+    expire = rsvp.expire if rsvp is not None and rsvp.HasField("expire") else None
+    voucher = bytes(rsvp.voucher) if rsvp is not None and rsvp.HasField("voucher") else b""
+    verr = check_voucher(voucher, relay, me, expire) if voucher else None
+    return {"expire": expire,
+            "addrs": [_maddr_text(a) for a in rsvp.addrs] if rsvp is not None else [],
+            "voucher": voucher.hex() if voucher else None,
+            "voucher_valid": (verr is None) if voucher else None,
+            "voucher_error": verr,
+            "limit": _limit_json(resp)}
+
+
+# ---- relay-server --------------------------------------------------------------------
+def _instrument_relay(protocol: CircuitV2Protocol) -> None:
+    """Wrap this CircuitV2Protocol's RESERVE / CONNECT handlers (instance attributes;
+    _handle_hop_stream looks them up on self) so that each answer the relay writes is
+    also printed.  The handlers themselves run unchanged, on a _Recorder."""
+    orig_reserve, orig_connect = protocol._handle_reserve, protocol._handle_connect
+
+    async def handle_reserve(stream, msg) -> None:
+        remote = stream.muxed_conn.peer_id
+        asked_for, _ = _peer_field_json(msg)
+
+        def on_tx(body: bytes) -> None:
+            resp = _parse(HopMessage, body)
+            line = {"event": "reserve", "peer_id": str(remote), "status": _status_name(resp)}
+            if asked_for is not None and asked_for != str(remote):
+                line["for_peer"] = asked_for  # py reserves for msg.peer if present
+            line.update(_reservation_json(resp, protocol.host.get_id(), remote))
+            emit(line)
+
+        await orig_reserve(_Recorder(stream, on_tx=on_tx), msg)
+
+    async def handle_connect(stream, msg) -> None:
+        src = stream.muxed_conn.peer_id
+        dst, _ = _peer_field_json(msg)
+        t0 = time.monotonic()
+        state = {"status": None}
+
+        def on_tx(body: bytes) -> None:
+            resp = _parse(HopMessage, body)
+            state["status"] = _status_name(resp)
+            emit({"event": "connect", "src": str(src), "dst": dst,
+                  "status": state["status"], "limit": _limit_json(resp)})
+
+        try:
+            await orig_connect(_Recorder(stream, on_tx=on_tx), msg)
+        finally:
+            if state["status"] == "OK":
+                emit({"event": "circuit_closed", "src": str(src), "dst": dst,
+                      "seconds": round(time.monotonic() - t0, 3)})
+
+    protocol._handle_reserve = handle_reserve
+    protocol._handle_connect = handle_connect
+
+
+async def run_relay_server(args) -> int:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        try:
+            return await _run_relay_server(args, sigs)
+        except Exception as e:  # noqa: BLE001
+            emit({"event": "error", "error": _describe(e)})
+            return 1
+
+
+async def _run_until_stopped(args, sigs, *tasks) -> None:
+    """Run tasks until a signal or (unless --ignore-stdin) stdin EOF."""
+    async with trio.open_nursery() as nursery:
+        async def stop_after(fn) -> None:
+            await fn()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_after, lambda: _wait_signal(sigs))
+        if not args.ignore_stdin:
+            nursery.start_soon(stop_after, _wait_stdin_eof)
+        for t in tasks:
+            nursery.start_soon(t)
+
+
+async def _close_host(host) -> None:
+    with trio.move_on_after(2) as cs:
+        cs.shield = True
+        try:
+            await host.close()
+        except Exception as e:  # noqa: BLE001
+            log.debug("close: %s", _describe(e))
+
+
+async def _run_relay_server(args, sigs) -> int:
+    listen = Multiaddr(f"/ip4/{args.host}/tcp/{args.port}")
+    host = make_host(args.seed, [listen], retries=args.retries)
+    limits = RelayLimits(duration=args.max_circuit_seconds, data=args.max_circuit_bytes,
+                         max_circuit_conns=args.max_circuits,
+                         max_reservations=args.max_reservations,
+                         reservation_ttl=args.reservation_ttl)
+    async with host.run(listen_addrs=[listen]):
+        if not host.get_transport_addrs():
+            raise OSError(f"could not listen on {listen} (address in use?)")
+        host.get_network().register_notifee(_ConnNotifee(host, None, False, relayed=True))
+        protocol = CircuitV2Protocol(host, limits=limits, allow_hop=True)
+        _instrument_relay(protocol)
+        # run() registers the hop and stop handlers, then waits.
+        async with background_trio_service(protocol):
+            await protocol.event_started.wait()
+            emit({"event": "listening", "mode": "relay-server",
+                  "peer_id": str(host.get_id()),
+                  "addrs": [str(a) for a in host.get_addrs()],
+                  "limits": {"duration": limits.duration, "data": limits.data,
+                             "max_circuit_conns": limits.max_circuit_conns,
+                             "max_reservations": limits.max_reservations,
+                             "reservation_ttl": limits.reservation_ttl}})
+            await _run_until_stopped(args, sigs)
+        await _close_host(host)
+    return 0
+
+
+# ---- relay-listen --------------------------------------------------------------------
+async def _echo_handler(stream) -> None:
+    """/cairn/echo/1.0.0: read until EOF, write it all back, close."""
+    peer = stream.muxed_conn.peer_id
+    buf = bytearray()
+    try:
+        while True:
+            try:
+                chunk = await stream.read(65536)
+            except StreamEOF:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_ECHO_BYTES:
+                raise ValueError(f"echo larger than {MAX_ECHO_BYTES} bytes")
+        await stream.write(bytes(buf))
+        await stream.close()
+        emit({"event": "echo", "peer_id": str(peer), "bytes": len(buf)})
+    except Exception as e:  # noqa: BLE001
+        emit({"event": "echo_error", "peer_id": str(peer), "bytes": len(buf),
+              "error": _describe(e)})
+        with trio.move_on_after(1):
+            try:
+                await stream.reset()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def reserve_on(host, transport: CircuitV2Transport, relay: ID) -> tuple[bool, object]:
+    """One RESERVE with py's own client code (CircuitV2Transport._make_reservation:
+    sends HopMessage{type: RESERVE, peer: {id: <own id>}}, reads the answer) on a new
+    hop stream, which is then closed as py's client does.  Returns (ok, the relay's
+    HopMessage or None)."""
+    stream = await host.new_stream(relay, [HOP_PROTOCOL_ID])
+    rec = _Recorder(stream)
+    try:
+        ok = await transport._make_reservation(rec, relay)
+    finally:
+        with trio.move_on_after(2) as cs:
+            cs.shield = True
+            try:
+                await stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+    return ok, _parse(HopMessage, rec.rx_msg)
+
+
+async def run_relay_listen(args) -> int:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        try:
+            return await _run_relay_listen(args, sigs)
+        except Exception as e:  # noqa: BLE001
+            err = (f"timeout after {args.timeout:g} s" if _has(e, trio.TooSlowError)
+                   else _describe(e))
+            emit({"event": "error", "error": err})
+            return 1
+
+
+async def _run_relay_listen(args, sigs) -> int:
+    relay_info = info_from_p2p_addr(Multiaddr(args.multiaddr))
+    relay = relay_info.peer_id
+    listen = Multiaddr(f"/ip4/{args.host}/tcp/{args.port}")
+    host = make_host(args.seed, [listen], retries=args.retries)
+    me = host.get_id()
+    async with host.run(listen_addrs=[listen]):
+        if not host.get_transport_addrs():
+            raise OSError(f"could not listen on {listen} (address in use?)")
+        host.get_network().register_notifee(_ConnNotifee(host, None, False, relayed=True))
+        protocol = CircuitV2Protocol(host, allow_hop=False)
+        transport = CircuitV2Transport(host, protocol, RelayConfig())
+
+        def on_stop(body: bytes) -> None:
+            msg = _parse(StopMessage, body)
+            pid, paddrs = _peer_field_json(msg)
+            emit({"event": "stop",
+                  "type": (StopMessage.Type.Name(msg.type)
+                           if msg is not None and msg.HasField("type") else None),
+                  "peer_id": pid, "peer_addrs": paddrs, "limit": _limit_json(msg)})
+
+        async def stop_handler(stream) -> None:
+            # py's own STOP handler (read CONNECT, answer STATUS OK, upgrade the stream
+            # as an inbound connection: Noise + Yamux, added to the swarm); the
+            # recorder only reports the CONNECT it read.
+            await protocol._handle_stop_stream(_Recorder(stream, on_rx=on_stop))
+
+        host.set_stream_handler(STOP_PROTOCOL_ID, stop_handler)
+        host.set_stream_handler(ECHO_PROTOCOL_ID, _echo_handler)
+
+        with trio.fail_after(args.timeout):
+            await dial(host, args.multiaddr)
+            ok, resp = await reserve_on(host, transport, relay)
+        if not ok:
+            emit({"event": "error", "relay": str(relay),
+                  "error": (f"reservation refused: {_status_name(resp)}" if resp is not None
+                            else "reservation failed (no answer; see stderr)")})
+            await _close_host(host)
+            return 1
+        first = {"event": "reserved", "relay": str(relay)}
+        first.update(_reservation_json(resp, relay, me))
+        first.update({"peer_id": str(me),
+                      "circuit_addr": f"{args.multiaddr}/p2p-circuit/p2p/{me}",
+                      "refresh": False})
+        emit(first)
+
+        async def refresher() -> None:
+            # py's CircuitV2Transport.reserve() starts _refresh_reservations_worker,
+            # which re-reserves 30 s before expiry but busy-loops (sleep(0)) when a
+            # refresh fails.  Ours: refresh when 3/4 of the remaining time has passed,
+            # retry every 5 s on failure.
+            expire = first["expire"]
+            while expire:
+                await trio.sleep(max(1.0, (expire - time.time()) * 0.75))
+                try:
+                    with trio.fail_after(args.timeout):
+                        ok, resp = await reserve_on(host, transport, relay)
+                except Exception as e:  # noqa: BLE001
+                    ok, resp = False, None
+                    log.info("refresh: %s", _describe(e))
+                if ok:
+                    line = {"event": "reserved", "relay": str(relay)}
+                    line.update(_reservation_json(resp, relay, me))
+                    line.update({"peer_id": str(me), "circuit_addr": first["circuit_addr"],
+                                 "refresh": True})
+                    emit(line)
+                    expire = line["expire"]
+                else:
+                    emit({"event": "reservation_error", "relay": str(relay),
+                          "status": _status_name(resp), "refresh": True})
+                    await trio.sleep(5)
+
+        await _run_until_stopped(args, sigs, refresher)
+        await _close_host(host)
+    return 0
+
+
+# ---- relay-dial ----------------------------------------------------------------------
+class _HopRecordingHost:
+    """Delegates to a host, but wraps every hop stream it opens in a _Recorder, so the
+    relay's answer to CONNECT (read inside CircuitV2Transport) can be reported."""
+
+    def __init__(self, host) -> None:
+        self._host = host
+        self.hop_streams: list[_Recorder] = []
+
+    async def new_stream(self, peer_id, protocol_ids):
+        stream = await self._host.new_stream(peer_id, protocol_ids)
+        if HOP_PROTOCOL_ID in [str(p) for p in protocol_ids]:
+            stream = _Recorder(stream)
+            self.hop_streams.append(stream)
+        return stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._host, name)
+
+
+async def echo_over(stream, n: int) -> tuple[bool, int]:
+    payload = secrets.token_bytes(n)
+    await stream.write(payload)
+    await stream.close_write()
+    got = bytearray()
+    while True:
+        try:
+            chunk = await stream.read(65536)
+        except StreamEOF:
+            break
+        if not chunk:
+            break
+        got += chunk
+        if len(got) > n:
+            break
+    return bytes(got) == payload, len(got)
+
+
+async def run_relay_dial(args) -> int:
+    host = make_host(args.seed, retries=args.retries)
+    result: dict | None = None
+    echo_ok: bool | None = None
+    try:
+        with trio.fail_after(args.timeout + args.hold + 5):
+            async with host.run(listen_addrs=[]):
+                with trio.fail_after(args.timeout):
+                    maddr = Multiaddr(args.multiaddr)
+                    rhost = _HopRecordingHost(host)
+                    # RelayConfig's default roles (STOP|CLIENT) make the transport
+                    # RESERVE on the relay before every CONNECT; only with --reserve.
+                    roles = (RelayRole.STOP | RelayRole.CLIENT) if args.reserve \
+                        else RelayRole.STOP
+                    transport = CircuitV2Transport(
+                        rhost, CircuitV2Protocol(host, allow_hop=False),
+                        RelayConfig(roles=roles))
+                    try:
+                        relay_ma, target = transport.parse_circuit_ma(maddr)
+                    except ValueError as e:
+                        raise ValueError(f"not a circuit address: {e}") from None
+                    # Connect to the relay first with dial_addr (no 250 ms wait); the
+                    # transport's host.connect() then reuses that connection.
+                    await dial(host, str(relay_ma))
+                    conn = await transport.dial(maddr)
+                    connect = rhost.hop_streams[-1] if rhost.hop_streams else None
+                    resp = _parse(HopMessage, connect.rx_msg) if connect else None
+                    relayed, _local, remote = conn_info(conn)
+                    stream = await host.new_stream(target, [PING_PROTOCOL_ID])
+                    rtts = [round(await ping_once(stream), 3) for _ in range(args.count)]
+                    await stream.close()
+                    echo_err = None
+                    if args.echo_bytes is not None:
+                        stream = await host.new_stream(target, [ECHO_PROTOCOL_ID])
+                        try:
+                            echo_ok, got = await echo_over(stream, args.echo_bytes)
+                            if not echo_ok:
+                                echo_err = f"got {got} bytes back, not the {args.echo_bytes} sent"
+                        except Exception as e:  # noqa: BLE001
+                            echo_ok, echo_err = False, _describe(e)
+                    result = {"event": "relay-dial", "peer_id": str(target),
+                              "rtts_ms": rtts, "echo_ok": echo_ok, "relayed": relayed,
+                              "relay": relay_ma.get_peer_id(), "remote_addr": remote,
+                              "connect_status": _status_name(resp),
+                              "connect_limit": _limit_json(resp)}
+                    if echo_err is not None:
+                        result["echo_error"] = echo_err
+                emit(result)
+                if args.hold > 0:
+                    await trio.sleep(args.hold)
+                with trio.move_on_after(2):
+                    await host.close()
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if result is not None:
+            log.debug("teardown error after result: %s", _describe(e))
+            return 0 if echo_ok is not False else 1
+        err = f"timeout after {args.timeout:g} s" if _has(e, trio.TooSlowError) else _describe(e)
+        emit({"event": "error", "error": err})
+        return 1
+    return 0 if echo_ok is not False else 1
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
@@ -980,6 +1591,40 @@ def main(argv: list[str] | None = None) -> int:
                         help="listen on HOST:0 (dht-provide always does)")
         pd.add_argument("--hold", type=float, default=0.0,
                         help="keep running this many seconds after the result")
+    prs = sub.add_parser("relay-server", parents=[common])
+    prs.add_argument("--port", type=int, default=0)
+    prs.add_argument("--host", default="127.0.0.1")
+    prs.add_argument("--max-circuit-bytes", type=int, default=DEFAULT_MAX_CIRCUIT_BYTES,
+                     help="Limit.data: bytes per circuit, both directions together "
+                          f"(default {DEFAULT_MAX_CIRCUIT_BYTES}; 0 is broken in py)")
+    prs.add_argument("--max-circuit-seconds", type=int,
+                     default=DEFAULT_MAX_CIRCUIT_DURATION,
+                     help=f"Limit.duration (default {DEFAULT_MAX_CIRCUIT_DURATION}; 0 = none)")
+    prs.add_argument("--max-reservations", type=int, default=DEFAULT_MAX_RESERVATIONS,
+                     help=f"reservations held at once (default {DEFAULT_MAX_RESERVATIONS})")
+    prs.add_argument("--max-circuits", type=int, default=DEFAULT_MAX_CIRCUIT_CONNS,
+                     help="concurrent circuits per reservation "
+                          f"(default {DEFAULT_MAX_CIRCUIT_CONNS})")
+    prs.add_argument("--reservation-ttl", type=int, default=DEFAULT_RESERVATION_TTL,
+                     help=f"reservation lifetime in seconds (default {DEFAULT_RESERVATION_TTL})")
+    prs.add_argument("--ignore-stdin", action="store_true",
+                     help="do not stop on stdin EOF (only on SIGTERM/SIGINT)")
+    prl = sub.add_parser("relay-listen", parents=[common])
+    prl.add_argument("multiaddr", help="the relay, MULTIADDR/p2p/ID")
+    prl.add_argument("--port", type=int, default=0)
+    prl.add_argument("--host", default="127.0.0.1")
+    prl.add_argument("--ignore-stdin", action="store_true",
+                     help="do not stop on stdin EOF (only on SIGTERM/SIGINT)")
+    prd = sub.add_parser("relay-dial", parents=[common])
+    prd.add_argument("multiaddr", help="RELAY_MADDR/p2p/RELAY/p2p-circuit/p2p/TARGET")
+    prd.add_argument("--count", type=int, default=3)
+    prd.add_argument("--echo-bytes", type=int, default=None,
+                     help="also send this many random bytes over /cairn/echo/1.0.0")
+    prd.add_argument("--reserve", action="store_true",
+                     help="let py's transport RESERVE on the relay before CONNECT "
+                          "(what RelayConfig()'s default roles do)")
+    prd.add_argument("--hold", type=float, default=0.0,
+                     help="keep the connection open this many seconds after the result")
     args = p.parse_args(argv)
     if args.seed is not None:
         try:
@@ -1005,6 +1650,12 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(run_listen, args)
     if args.mode == "dht-server":
         return trio.run(run_dht_server, args)
+    if args.mode == "relay-server":
+        return trio.run(run_relay_server, args)
+    if args.mode == "relay-listen":
+        return trio.run(run_relay_listen, args)
+    if args.mode == "relay-dial":
+        return trio.run(run_relay_dial, args)
     if args.mode.startswith("dht-"):
         return trio.run(run_dht_client, args)
     return trio.run(run_dial_mode, args)
