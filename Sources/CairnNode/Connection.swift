@@ -124,12 +124,17 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
             case .send(var bytes):
                 if toSend == nil { toSend = bytes } else { toSend!.writeBuffer(&bytes) }
             case .established(let remote):
+                // Observers and stream handlers may write at once (re-entering `perform`, e.g. a
+                // relayed connection over one of our streams): what is already encrypted goes
+                // out first, or Noise frames would leave out of nonce order.
+                flushPending()
                 remotePeer = remote
                 logger.info("connection established", metadata: ["peer": "\(remote)"])
                 // Observers first, so anyone woken by the promise finds the connection registered.
                 onEstablished?(self)
                 establishedPromise.succeed(remote)
             case .stream(let event):
+                flushPending()
                 handle(event)
             case .close(let reason):
                 flushPending()

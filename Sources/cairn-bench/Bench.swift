@@ -36,7 +36,7 @@ struct Bench: AsyncParsableCommand {
             return
         }
         var quiet = Logger(label: "bench")
-        quiet.logLevel = .critical
+        quiet.logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let server = Node(identity: .generate(), group: group, logger: quiet)
         server.swarm.handle("/bench/sink/1.0.0") { stream in
@@ -113,7 +113,7 @@ struct Bench: AsyncParsableCommand {
     /// --relay`, limits raised), and the relay's CPU time (user + system, from /proc) per MiB.
     func relayBench(mib: Int) async throws -> [String: Any] {
         var quiet = Logger(label: "bench")
-        quiet.logLevel = .critical
+        quiet.logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
         let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bench-relay-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dataDir) }
@@ -124,7 +124,8 @@ struct Bench: AsyncParsableCommand {
                            "--auto-relay", "off", "--no-stun", "--peers-file", "/dev/null", "--log-level", "error"]
         let out = Pipe()
         relay.standardOutput = out
-        relay.standardError = FileHandle.nullDevice
+        let logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"]
+        if let logLevel { relay.arguments! += ["--log-level", logLevel] } else { relay.standardError = FileHandle.nullDevice }
         try relay.run()
         defer { relay.terminate(); relay.waitUntilExit() }
         var relayAddr: Multiaddr?

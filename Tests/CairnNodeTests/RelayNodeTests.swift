@@ -110,6 +110,45 @@ final class RelayNodeTests: XCTestCase {
         // The outer multistream and Noise handshake are all the relay could parse: the ephemeral keys.
     }
 
+    /// Bulk data both ways at once through the relay arrives intact. (Regression: bytes for a
+    /// relayed connection are written while the outer connection is still handling what it
+    /// received; its queued Noise frames must leave first or the peer sees nonces out of order.)
+    func testBulkBothWaysThroughTheRelayArrivesIntact() async throws {
+        var config = RelayService.Configuration()
+        config.resources.circuitBytes = 1 << 30
+        let t = try await triangle(config)
+        for n in [t.a, t.b] {
+            n.swarm.handle("/test/echo/1.0.0") { s in
+                while let chunk = try await s.read() { try await s.write(chunk) }
+                await s.closeWrite()
+            }
+        }
+        let conn = try await t.a.dial(t.rAddr.appending(.p2pCircuit).appending(.p2p(t.b.peerID)))
+        let bSide = try XCTUnwrap(t.b.swarm.connections(to: t.a.peerID).first { $0.isLimited })
+        let payload = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ ($0 >> 11)) }
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for c in [conn, bSide, conn, bSide] {
+                g.addTask {
+                    let s = try await c.openStream(["/test/echo/1.0.0"])
+                    async let echoed = s.readToEnd(limit: 4 << 20)
+                    var i = 0
+                    while i < payload.count {
+                        try await s.write(Array(payload[i..<min(i + 100_000, payload.count)]))
+                        i += 100_000
+                    }
+                    await s.closeWrite()
+                    let back = try await echoed
+                    XCTAssertEqual(back.count, payload.count)
+                    XCTAssertTrue(back == payload, "echo differs")
+                }
+            }
+            try await g.waitForAll()
+        }
+        // Both connections are still up (no Noise error closed anything).
+        _ = try await t.a.ping(conn)
+        _ = try await t.b.ping(bSide)
+    }
+
     func testCircuitIsCutAtTheDataLimit() async throws {
         var config = RelayService.Configuration()
         config.resources.circuitBytes = 64 * 1024
