@@ -238,6 +238,16 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
         return stream
     }
 
+    /// Streams open on this connection now (0 once it is idle).
+    public func openStreamCount() async -> Int {
+        (try? await eventLoop.submit { self.streams.count }.get()) ?? 0
+    }
+
+    /// The protocols of the streams open now (diagnostics).
+    public func openStreamProtocols() async -> [String] {
+        (try? await eventLoop.submit { self.streams.values.map { $0.protocolID ?? "?" } }.get()) ?? []
+    }
+
     /// Round-trip time of a Yamux ping on this connection.
     public func muxerPing() async throws -> TimeAmount {
         try await eventLoop.flatSubmit { () -> EventLoopFuture<TimeAmount> in

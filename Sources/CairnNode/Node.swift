@@ -29,7 +29,7 @@ public final class Node: @unchecked Sendable {
         var record: VerifiedEnvelope?
         var recordAddresses: [Multiaddr] = []
         var identifiedObservers: [@Sendable (Connection, IdentifyInfo) -> Void] = []
-        var extraAddresses: [Multiaddr] = []
+        var extraAddresses: [String: [Multiaddr]] = [:]
         var addressObservers: [@Sendable () -> Void] = []
     }
     private let state = NIOLockedValueBox(State())
@@ -58,18 +58,19 @@ public final class Node: @unchecked Sendable {
     /// What the node tells others it can be reached at (identify, its signed peer record and so
     /// its presence record): the listen addresses and the extra ones set (relayed addresses).
     public var advertisedAddresses: [Multiaddr] {
-        let extra = state.withLockedValue { $0.extraAddresses }
+        let extra = state.withLockedValue { s in s.extraAddresses.sorted { $0.key < $1.key }.flatMap(\.value) }
         var out = swarm.listenAddresses
         for a in extra where !out.contains(a) { out.append(a) }
         return out
     }
 
-    /// Replaces the extra advertised addresses (e.g. `/p2p/<relay>/p2p-circuit` ones); when they
+    /// Replaces extra advertised addresses (`/p2p/<relay>/p2p-circuit` ones, voted external ones); when they
     /// change, the peer record is re-signed and the observers told (the DHT republishes presence).
-    public func setExtraAddresses(_ addresses: [Multiaddr]) {
+    /// Each `source` ("relay", "nat") owns its own list.
+    public func setExtraAddresses(_ addresses: [Multiaddr], source: String = "relay") {
         let (changed, observers) = state.withLockedValue { s -> (Bool, [@Sendable () -> Void]) in
-            guard s.extraAddresses != addresses else { return (false, []) }
-            s.extraAddresses = addresses
+            guard s.extraAddresses[source, default: []] != addresses else { return (false, []) }
+            s.extraAddresses[source] = addresses
             return (true, s.addressObservers)
         }
         guard changed else { return }
@@ -187,6 +188,7 @@ public final class Node: @unchecked Sendable {
         let bytes = try await withTimeout(configuration.identifyTimeout, on: stream.eventLoop) {
             try await Self.readIdentifyStream(stream)
         }
+        await stream.closeWrite()  // done: the stream is freed on both sides
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)
         logger.info("identify push", metadata: ["peer": "\(remote)", "addrs": "\(info.listenAddrs.count)"])
         record(info, from: remote, on: stream.connection)
@@ -221,6 +223,7 @@ public final class Node: @unchecked Sendable {
         let bytes = try await withTimeout(configuration.identifyTimeout, on: connection.eventLoop) {
             try await Self.readIdentifyStream(stream)
         }
+        await stream.closeWrite()  // done: the stream is freed on both sides
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)
         for why in info.skipped { logger.info("identify: skipped \(why)", metadata: ["peer": "\(remote)"]) }
         if let err = info.signedPeerRecordError {

@@ -53,6 +53,8 @@ public final class Swarm: @unchecked Sendable {
         var handlers: [String: StreamHandler] = [:]
         var handlerOrder: [String] = []
         var connections: Set<Connection> = []
+        /// Connections still in their security handshake (closed too at shutdown).
+        var handshaking: Set<Connection> = []
         var listeners: [Channel] = []
         var listenAddresses: [Multiaddr] = []
         var connectedObservers: [@Sendable (Connection) -> Void] = []
@@ -150,7 +152,9 @@ public final class Swarm: @unchecked Sendable {
     // MARK: Dialing
 
     /// Dials `address` (`/ip4|ip6/…/tcp/…[/p2p/<id>]`). With a peer ID, any other identity is refused.
-    public func dial(_ address: Multiaddr) async throws -> Connection {
+    /// `role` is the security role on the new connection: the initiator as usual, or the
+    /// responder for a hole punch whose simultaneous open makes the socket direction meaningless.
+    public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
         if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
             return try await t.dial(address)
@@ -160,7 +164,7 @@ public final class Swarm: @unchecked Sendable {
         let expected = address.peerID
         if let local = reusableLocalAddress(forFamilyOf: ip) {
             do {
-                return try await connect(remote, from: local, expected: expected)
+                return try await connect(remote, from: local, expected: expected, role: role)
             } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL {
                 // The 4-tuple is taken (a second connection to the same peer): use an ephemeral port.
                 logger.debug("listen port busy for this destination, dialing from an ephemeral port")
@@ -170,7 +174,7 @@ public final class Swarm: @unchecked Sendable {
             }
         }
         do {
-            return try await connect(remote, from: nil, expected: expected)
+            return try await connect(remote, from: nil, expected: expected, role: role)
         } catch let e as ConnectionError {
             throw SwarmError.dialFailed(address, "\(e)")
         } catch let e as SwarmError {
@@ -180,14 +184,15 @@ public final class Swarm: @unchecked Sendable {
         }
     }
 
-    private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?) async throws -> Connection {
+    private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?,
+                         role: SecureConnectionMachine.Role) async throws -> Connection {
         let holder = NIOLockedValueBox<Connection?>(nil)
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(configuration.handshakeTimeout)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let c = try self.setUpConnection(channel, direction: .outbound, role: .initiator, expectedRemote: expected)
+                    let c = try self.setUpConnection(channel, direction: .outbound, role: role, expectedRemote: expected)
                     holder.withLockedValue { $0 = c }
                 }
             }
@@ -219,8 +224,12 @@ public final class Swarm: @unchecked Sendable {
                                     expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger, relay: relay, limit: limit)
         connection.onInboundStream = { [weak self] stream in self?.acceptStream(stream) }
         connection.onEstablished = { [weak self] c in self?.established(c) }
+        state.withLockedValue { _ = $0.handshaking.insert(connection) }
         connection.closed.whenComplete { [weak self] _ in
-            _ = self?.state.withLockedValue { $0.connections.remove(connection) }
+            self?.state.withLockedValue {
+                $0.connections.remove(connection)
+                $0.handshaking.remove(connection)
+            }
         }
         return connection
     }
@@ -230,6 +239,7 @@ public final class Swarm: @unchecked Sendable {
 
     private func established(_ connection: Connection) {
         let observers = state.withLockedValue { s -> [@Sendable (Connection) -> Void] in
+            s.handshaking.remove(connection)
             s.connections.insert(connection)
             return s.connectedObservers
         }
@@ -266,7 +276,7 @@ public final class Swarm: @unchecked Sendable {
     public func shutdown() async {
         let (listeners, conns) = state.withLockedValue { s -> ([Channel], [Connection]) in
             s.shutDown = true
-            return (s.listeners, Array(s.connections))
+            return (s.listeners, Array(s.connections) + Array(s.handshaking))
         }
         for l in listeners { try? await l.close() }
         for c in conns { await c.close() }
