@@ -75,6 +75,7 @@ public final class HolePunchService: @unchecked Sendable {
     }
 
     public func outcome(for peer: PeerID) -> Outcome? { state.withLockedValue { $0.outcomes[peer] } }
+    public var outcomes: [Outcome] { state.withLockedValue { Array($0.outcomes.values) } }
     /// Hole-punch dials started so far (bounded per attempt by `DCUtR.maxDialsPerAttempt`).
     public var dialsStarted: Int { state.withLockedValue { $0.dialsStarted } }
 
@@ -228,7 +229,9 @@ public final class HolePunchService: @unchecked Sendable {
                     }
                     // Dial now, while the initiator waits RTT/2; keep reading for its retries.
                     let rounds = machine.rounds
+                    state.withLockedValue { _ = $0.running.insert(peer) }
                     node.swarm.tasks.spawn { [self] in
+                        defer { _ = state.withLockedValue { $0.running.remove(peer) } }
                         if await dialAny(peer, addrs, role: .initiator) != nil {
                             record(peer, role: "responder", .direct(how: "hole punch", attempts: rounds), relayed: relayed)
                         } else if !hasDirect(to: peer) {

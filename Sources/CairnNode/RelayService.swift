@@ -222,7 +222,7 @@ public final class RelayService: @unchecked Sendable {
         let chunk = configuration.chunkSize
         let maxBytes = limit.data ?? .max
         let tap = self.tap.withLockedValue { $0 }
-        let counter = NIOLockedValueBox<UInt64>(0)
+        let state = self.state
         @Sendable func pump(_ from: MuxedStream, _ to: MuxedStream) async -> String {
             var sent: UInt64 = 0
             do {
@@ -232,11 +232,11 @@ public final class RelayService: @unchecked Sendable {
                         // Deliver what fits, then cut.
                         let fits = Int(maxBytes - sent)
                         if fits > 0, let head = buf.getSlice(at: buf.readerIndex, length: fits) { try? await to.write(head) }
-                        counter.withLockedValue { $0 += UInt64(fits) }
+                        state.withLockedValue { $0.bytesForwarded += UInt64(fits) }
                         return "data limit"
                     }
                     sent += n
-                    counter.withLockedValue { $0 += n }
+                    state.withLockedValue { $0.bytesForwarded += n }  // live: operators watch it grow
                     tap?(Array(buf.readableBytesView))
                     try await to.write(buf)
                 }
@@ -274,7 +274,6 @@ public final class RelayService: @unchecked Sendable {
         }
         a.reset()
         b.reset()
-        state.withLockedValue { $0.bytesForwarded += counter.withLockedValue { $0 } }
         return reason
     }
 }

@@ -141,6 +141,8 @@ struct RunNode: AsyncParsableCommand {
         guard let autoRelayMode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
         guard relayWhen == "public" || relayWhen == "always" else { throw ValidationError("--relay-when takes public or always") }
         let autoRelayer = AutoRelay(node: node, client: relayClient, mode: autoRelayMode, logger: logger)
+        // DCUtR: relayed connections are upgraded to direct ones when the NATs allow it.
+        let holePunch = HolePunchService(node: node, nat: nat, logger: logger)
         if relay && relayWhen == "public" { relayService.followReachability(of: nat) }
         if relay && relayWhen == "always" { relayService.setServing(true) }
         autoRelayer.followReachability(of: nat)
@@ -148,7 +150,9 @@ struct RunNode: AsyncParsableCommand {
         let statusWriter = Task {
             let path = common.dataDirectory.appendingPathComponent("relays.json")
             while !Task.isCancelled {
-                RelayStatus.write(to: path, node: node, client: relayClient, service: relayService, nat: nat)
+                // Voted external addresses are advertised too (identify, peer record, presence).
+                node.setExtraAddresses(nat.externalAddresses.filter { $0.tcpEndpoint != nil }, source: "nat")
+                RelayStatus.write(to: path, node: node, client: relayClient, service: relayService, nat: nat, holePunch: holePunch)
                 try? await Task.sleep(nanoseconds: 2_000_000_000)
             }
         }

@@ -7,7 +7,7 @@ import Logging
 /// The relay status a running `cairn node` keeps in `<data-dir>/relays.json` (every 2 s), which
 /// `cairn relays` prints.
 enum RelayStatus {
-    static func write(to path: URL, node: Node, client: RelayClient, service: RelayService, nat: NATService) {
+    static func write(to path: URL, node: Node, client: RelayClient, service: RelayService, nat: NATService, holePunch: HolePunchService) {
         let now = Date()
         let stats = service.stats
         let counts = client.circuitCounts
@@ -24,6 +24,7 @@ enum RelayStatus {
             },
             "relayed_connections": relayed.map { ["peer": $0.remotePeer?.description ?? "?", "relay": $0.relay?.description ?? "?",
                                                   "direction": $0.direction.rawValue] },
+            "hole_punches": holePunch.outcomes.map { outcomeJSON($0) },
             "circuits_through_relays": ["inbound": counts.inbound, "outbound": counts.outbound],
             "serving": [
                 "volunteering": stats.serving,
@@ -45,6 +46,18 @@ enum RelayStatus {
         let tmp = path.appendingPathExtension("tmp")
         if (try? data.write(to: tmp)) != nil { _ = rename(tmp.path, path.path) }  // atomic: readers never see half a file
     }
+}
+
+func outcomeJSON(_ o: HolePunchService.Outcome) -> [String: Any] {
+    var out: [String: Any] = ["peer": o.peer.description, "role": o.role, "at": o.at.timeIntervalSince1970]
+    switch o.result {
+    case .direct(let how, let attempts):
+        out["result"] = "direct"; out["how"] = how; out["attempts"] = attempts
+    case .relayed(let reason):
+        out["result"] = "relayed"; out["reason"] = reason
+    }
+    if let e = o.elapsed { out["elapsed_ms"] = millis(e) }
+    return out
 }
 
 struct Relays: ParsableCommand {
@@ -98,64 +111,126 @@ struct Relays: ParsableCommand {
 struct DialCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dial",
-        abstract: "Resolve a peer's presence record and connect: directly if possible, else through one of its relays; say which.")
+        abstract: "Resolve a peer's presence record and connect: directly if possible, else through one of its relays and then upgraded by hole punching when the NATs allow; say which, and why.")
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
     @Argument(help: "The peer ID to reach.") var peer: String
     @Option(help: "Seconds per direct dial attempt.") var directTimeout: Double = 5
+    @Option(help: "Seconds to wait for a relayed connection to be upgraded to a direct one (0: do not wait).") var upgradeWait: Double = 20
+    @Option(help: "Pings to send over the chosen connection (one a --ping-interval).") var pings = 1
+    @Option(help: "Seconds between pings.") var pingInterval: Double = 0.1
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let target = try PeerID(string: peer)
-        let outcome = try await withJoinedDHT(common, dht) { node, s -> [String: Any] in
-            let record = try await s.resolve(target)
-            let direct = record.addresses.filter { $0.tcpEndpoint != nil }
-            let relayed = record.addresses.filter { $0.components.contains(.p2pCircuit) }
-            var failures: [String] = []
-            var conn: Connection?
-            for a in direct {
+        let logger = common.bootstrapLogging()
+        let key = try common.loadIdentity(logger)
+        let node = Node(identity: key, logger: logger)
+        _ = try await node.listen([try Multiaddr("/ip4/0.0.0.0/tcp/0")])
+        _ = RelayClient(node: node, logger: logger)
+        // Our votes (from the DHT peers we join through) give the addresses we offer in DCUtR.
+        let nat = NATService(node: node, dht: nil, logger: logger)
+        let holePunch = HolePunchService(node: node, nat: nat, logger: logger)
+        let service = try dht.makeService(node: node, common: common, logger: logger, mode: .client)
+        service.start()
+        defer { service.stop() }
+        let outcome: [String: Any]
+        do {
+            try await dht.join(service, logger: logger)
+            outcome = try await connect(target, node: node, service: service, holePunch: holePunch, nat: nat)
+        } catch {
+            service.stop()
+            await node.shutdown()
+            throw CLIError("\(error)")
+        }
+        await node.shutdown()
+        if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: outcome, options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
+        switch outcome["how"] as? String {
+        case "direct":
+            print("connected to \(peer) directly at \(outcome["address"] ?? "?")")
+        case "upgraded":
+            print("connected to \(peer) through relay \(outcome["relay"] ?? "?"), then directly at \(outcome["address"] ?? "?") (\(outcome["upgrade"] ?? "?") after \(String(format: "%.0f", outcome["upgrade_ms"] as? Double ?? 0)) ms)")
+        default:
+            print("connected to \(peer) through relay \(outcome["relay"] ?? "?") (limited connection): \(outcome["why_relayed"] ?? "?")")
+        }
+        for f in outcome["direct_failures"] as? [String] ?? [] { print("  not direct: \(f)") }
+        print(String(format: "ping: %.3f ms", outcome["rtt_ms"] as? Double ?? 0))
+    }
+
+    func connect(_ target: PeerID, node: Node, service: DHTService, holePunch: HolePunchService, nat: NATService) async throws -> [String: Any] {
+        // Our external address comes from votes: give identify on the DHT connections a moment.
+        let voteDeadline = ContinuousClock.now + .seconds(3)
+        while nat.externalAddresses.isEmpty, ContinuousClock.now < voteDeadline { try await Task.sleep(for: .milliseconds(50)) }
+        let record = try await service.resolve(target)
+        let direct = record.addresses.filter { $0.tcpEndpoint != nil }
+        let relayed = record.addresses.filter { $0.components.contains(.p2pCircuit) }
+        var failures: [String] = []
+        var conn: Connection?
+        for a in direct {
+            do {
+                conn = try await withTimeout(.milliseconds(Int64(directTimeout * 1000)), on: node.swarm.group.next()) {
+                    try await node.dial(a.appending(.p2p(target)))
+                }
+                break
+            } catch {
+                failures.append("\(a): \(error)")
+            }
+        }
+        var how = "direct"
+        var relayConn: Connection?
+        if conn == nil {
+            for a in relayed {
                 do {
-                    conn = try await withTimeout(.milliseconds(Int64(directTimeout * 1000)), on: node.swarm.group.next()) {
-                        try await node.dial(a.appending(.p2p(target)))
-                    }
+                    conn = try await node.dial(a.appending(.p2p(target)))
+                    relayConn = conn
+                    how = "relayed"
                     break
                 } catch {
                     failures.append("\(a): \(error)")
                 }
             }
-            if conn == nil {
-                for a in relayed {
-                    do {
-                        conn = try await node.dial(a.appending(.p2p(target)))
-                        break
-                    } catch {
-                        failures.append("\(a): \(error)")
-                    }
+        }
+        guard var conn else {
+            throw CLIError("could not reach \(target) at any of its \(record.addresses.count) addresses:\n  " + failures.joined(separator: "\n  "))
+        }
+        var out: [String: Any] = ["peer": target.description, "record_seq": Int(record.seq), "record_addrs": record.addresses.map(\.description),
+                                  "direct_failures": failures, "our_external_addrs": nat.externalAddresses.map(\.description)]
+        if let relayConn {
+            out["relay"] = relayConn.relay?.description
+            if let l = relayConn.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int($0) } as Any] }
+            // The peer (B) starts the upgrade once it has identified us; wait for a direct connection.
+            let deadline = ContinuousClock.now + .milliseconds(Int(upgradeWait * 1000))
+            while ContinuousClock.now < deadline, node.swarm.connections(to: target).allSatisfy(\.isLimited) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            if let d = node.bestConnection(to: target), !d.isLimited {
+                conn = d
+                how = "upgraded"
+                // The hole-punch side notes its outcome a moment after the connection is up.
+                let noteDeadline = ContinuousClock.now + .seconds(1)
+                while ContinuousClock.now < noteDeadline {
+                    if case .direct? = holePunch.outcome(for: target)?.result { break }
+                    try await Task.sleep(for: .milliseconds(20))
                 }
+                let o = holePunch.outcome(for: target)
+                if case .direct(let via, _)? = o?.result { out["upgrade"] = via }
+                out["upgrade_ms"] = o?.elapsed.map(millis) ?? NSNull()
+            } else {
+                out["why_relayed"] = holePunch.outcome(for: target).map { o -> String in
+                    if case .relayed(let reason) = o.result { return reason }
+                    return "?"
+                } ?? "the peer did not start a hole punch within \(Int(upgradeWait)) s"
             }
-            guard let conn else {
-                throw CLIError("could not reach \(target) at any of its \(record.addresses.count) addresses:\n  " + failures.joined(separator: "\n  "))
-            }
-            let rtt = try await node.ping(conn, count: 1)[0]
-            var out: [String: Any] = ["peer": target.description, "how": conn.isLimited ? "relayed" : "direct",
-                                      "address": conn.remoteAddress?.description ?? "?", "rtt_ms": millis(rtt),
-                                      "record_seq": Int(record.seq), "record_addrs": record.addresses.map(\.description),
-                                      "direct_failures": failures]
-            if let relay = conn.relay { out["relay"] = relay.description }
-            if let l = conn.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int($0) } as Any] }
-            return out
         }
-        if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: outcome, options: [.sortedKeys]), as: UTF8.self))
-            return
-        }
-        let how = outcome["how"] as? String ?? "?"
-        if how == "direct" {
-            print("connected to \(peer) directly at \(outcome["address"] ?? "?")")
-        } else {
-            print("connected to \(peer) through relay \(outcome["relay"] ?? "?") (limited connection)")
-            for f in outcome["direct_failures"] as? [String] ?? [] { print("  not direct: \(f)") }
-        }
-        print(String(format: "ping: %.3f ms", outcome["rtt_ms"] as? Double ?? 0))
+        let rtts = try await node.ping(conn, count: max(1, pings), interval: .milliseconds(Int(pingInterval * 1000)))
+        out["how"] = how
+        out["address"] = conn.remoteAddress?.description ?? "?"
+        out["rtt_ms"] = millis(rtts[0])
+        out["pings"] = rtts.count
+        out["still_limited_connections"] = node.swarm.connections(to: target).filter(\.isLimited).count
+        return out
     }
 }
