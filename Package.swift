@@ -73,6 +73,11 @@ let package = Package(
             ]
         ),
         // Loopback benchmark: connection rate and stream throughput vs py-libp2p and raw TCP.
+        // The connectivity matrix over the NAT lab (needs root, ip, nft; drives `cairn` processes).
+        .executableTarget(
+            name: "cairn-natmatrix",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "cairn-bench",
             dependencies: [

@@ -42,6 +42,7 @@ public final class AutoRelay: @unchecked Sendable {
         var backoff: [PeerID: Date] = [:]
         var rtt: [PeerID: Duration] = [:]
         var task: Task<Void, Never>?
+        var inRound = false
     }
     private let state: NIOLockedValueBox<State>
 
@@ -59,6 +60,10 @@ public final class AutoRelay: @unchecked Sendable {
                 } else {
                     s.candidates[peer] = nil  // it stopped volunteering
                 }
+            }
+            // A new candidate while short of relays: look now rather than at the next tick.
+            if info.protocols.contains(CircuitRelay.hopProtocolID) && self.client.reservations.count < self.configuration.desiredRelays {
+                self.node.swarm.tasks.spawn { await self.round() }
             }
         }
     }
@@ -104,7 +109,13 @@ public final class AutoRelay: @unchecked Sendable {
     /// One pass: drop reservations whose relay is gone, refresh those about to expire, and fill
     /// the free places with the fastest candidates.
     func round() async {
-        guard state.withLockedValue({ $0.active }) else { return }
+        // One round at a time (ticks and identify both start them).
+        guard state.withLockedValue({ s in
+            guard s.active, !s.inRound else { return false }
+            s.inRound = true
+            return true
+        }) else { return }
+        defer { state.withLockedValue { $0.inRound = false } }
         var changed = false
         let now = Date()
         for r in client.reservations {

@@ -178,7 +178,9 @@ public final class HolePunchService: @unchecked Sendable {
                         machine.succeeded()
                         return record(peer, role: "initiator", .relayed(reason: "neither side has a public address to offer (symmetric NAT or no votes yet)"), relayed: relayed)
                     }
-                    if await dialAny(peer, addrs, role: .responder) != nil || hasDirect(to: peer) {
+                    // Our dial meets the peer's in a simultaneous open when it can dial us; when we
+                    // offered nothing it cannot, so ours lands on its listener: be the initiator then.
+                    if await dialAny(peer, addrs, role: ours.isEmpty ? .initiator : .responder) != nil || hasDirect(to: peer) {
                         machine.succeeded()
                         return record(peer, role: "initiator", .direct(how: "hole punch", attempts: machine.attempts), relayed: relayed)
                     }
