@@ -22,6 +22,9 @@ public final class HolePunchService: @unchecked Sendable {
         public var allowPrivateAddresses = false
         /// Close the relayed connection this long after the direct one is up, once it is idle.
         public var relayGrace: TimeInterval = 2
+        /// Hole-punch dials leave from the listen port (what NATs need). Off only on one host
+        /// (loopback), where our dial and the peer's would otherwise claim the same 4-tuple.
+        public var dialFromListenPort = true
         public init() {}
     }
 
@@ -268,12 +271,13 @@ public final class HolePunchService: @unchecked Sendable {
         guard !addrs.isEmpty else { return nil }
         let swarm = node.swarm
         let logger = self.logger
+        let fromListenPort = configuration.dialFromListenPort
         state.withLockedValue { $0.dialsStarted += addrs.count }
         let failures = NIOLockedValueBox(0)
         for a in addrs {
             swarm.tasks.spawn {
                 do {
-                    _ = try await swarm.dial(a.appending(.p2p(peer)), role: role)
+                    _ = try await swarm.dial(a.appending(.p2p(peer)), role: role, fromListenPort: fromListenPort)
                 } catch {
                     logger.debug("dcutr: dial failed: \(error)", metadata: ["addr": "\(a)"])
                     failures.withLockedValue { $0 += 1 }

@@ -154,7 +154,7 @@ public final class Swarm: @unchecked Sendable {
     /// Dials `address` (`/ip4|ip6/…/tcp/…[/p2p/<id>]`). With a peer ID, any other identity is refused.
     /// `role` is the security role on the new connection: the initiator as usual, or the
     /// responder for a hole punch whose simultaneous open makes the socket direction meaningless.
-    public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator) async throws -> Connection {
+    public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator, fromListenPort: Bool = true) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
         if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
             return try await t.dial(address)
@@ -162,7 +162,7 @@ public final class Swarm: @unchecked Sendable {
         guard let (ip, _) = address.tcpEndpoint else { throw SwarmError.unsupportedAddress(address) }
         let remote = try address.tcpSocketAddress()
         let expected = address.peerID
-        if let local = reusableLocalAddress(forFamilyOf: ip) {
+        if fromListenPort, let local = reusableLocalAddress(forFamilyOf: ip) {
             do {
                 return try await connect(remote, from: local, expected: expected, role: role)
             } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL {

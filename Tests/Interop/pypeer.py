@@ -119,6 +119,32 @@ Modes (all take --seed HEX32 for a deterministic Ed25519 key, --timeout S (defau
        "connect_limit":{..}|null}                  (+ "echo_error" when echo_ok is false)
       Exit 1 when echo_ok is false.  --reserve: RESERVE before CONNECT, as py's transport
       does with RelayConfig()'s default roles (off by default: see NOTES.md).
+    pypeer.py dcutr-dial RELAY_MADDR/p2p/RELAY/p2p-circuit/p2p/TARGET [--wait S (default 20)]
+                         [--port N] [--host 127.0.0.1] [--hold S]
+      DCUtR (/libp2p/dcutr) *responder*: listens on --host:--port (TCP; that address is in
+      identify and in our CONNECT), runs py's DCUtRProtocol, dials TARGET through the relay
+      as relay-dial does, then waits for TARGET (the DCUtR initiator) to hole-punch.  py
+      answers CONNECT with its addresses and, on SYNC, dials every address it knows for
+      TARGET (CONNECT ObsAddrs + identify addresses) at once with Swarm.dial_addr() (Noise
+      *initiator*), each bound to source --host:<listen port>.  py never initiates:
+      its auto-drive loop, initiate_hole_punch() and unilateral direct dial are disabled.
+      first line:  {"event":"relayed","peer_id":target,"relayed":true,"remote_addr":circuit,
+                    "addrs":[our listen addrs]}
+      then, once a direct (non-relayed) connection to TARGET exists (either direction) or
+      after --wait S:
+                   {"event":"dcutr-dial","peer_id":target,"direct":bool,"direct_addr":str|null,
+                    "direct_local_addr":str|null,"direct_direction":"inbound"|"outbound"|null,
+                    "dcutr_messages":[..],"dials":[..],"rtts_ms":[3 pings]}
+      rtts_ms: over the direct connection if there is one, else over the relayed one (on
+      failure rtts_ms holds what was measured, plus "ping_error").  dcutr_messages, in
+      order, t_ms since the relayed connection was up:
+        {"dir":"in","type":"stream","peer_id":..,"t_ms":..}     (TARGET opened /libp2p/dcutr)
+        {"dir":"rx"|"tx","type":"CONNECT"|"SYNC","addrs":[ObsAddrs],"t_ms":..}
+        {"dir":null,"type":"handler_done","t_ms":..}           (py's handler returned)
+      dials (py's own dials to TARGET): {"addr","peer_id","source":"ip:port"|null,
+        "security_role":"initiator"|"responder","t_ms","ok":bool|null,"error"?}.
+      Exit 0 if direct and the pings worked, else 1 (the line is printed either way);
+      errors before the result: {"event":"error","error":..,"dcutr_messages","dials"}.
 
   On failure: {"event":"error","error":"..."} and exit code 1 (2 for a bad --seed);
   listen mode also fails this way if it cannot bind.  --hold S keeps the connection open S seconds after the result line (e.g.
@@ -149,6 +175,10 @@ py-libp2p 0.8.1 quirks worked around here (see NOTES.md next to this file):
     refresh, so relay-listen refreshes by itself; RelayConfig()'s default roles make a
     dialer RESERVE before every CONNECT (and py's relay never frees reservations of
     disconnected peers before they expire), so relay-dial only does that with --reserve.
+  * DCUtR: DCUtRProtocol.run() starts an auto-drive loop that, every 2 s, initiates a hole
+    punch (first a plain direct dial to the identify addresses) toward every peer with a
+    relayed connection, whichever side dialed; dcutr-dial turns that off (see
+    _setup_dcutr_responder()), or py alone would upgrade the connection on loopback.
 """
 from __future__ import annotations
 
@@ -1532,6 +1562,259 @@ async def run_relay_dial(args) -> int:
     return 0 if echo_ok is not False else 1
 
 
+# ---- dcutr-dial ----------------------------------------------------------------------
+from libp2p.relay.circuit_v2.dcutr import (  # noqa: E402
+    PROTOCOL_ID as DCUTR_PROTOCOL_ID,
+    DCUtRProtocol,
+)
+from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch  # noqa: E402
+from libp2p.protocol_muxer.multiselect_communicator import (  # noqa: E402
+    MultiselectCommunicator,
+)
+
+
+class _DelimitedTap:
+    """Pass-through wrapper around a stream that reports *every* uvarint-delimited
+    message read from / written to it as on_msg("rx"|"tx", body)."""
+
+    def __init__(self, stream, on_msg) -> None:
+        self._stream = stream
+        self._on_msg = on_msg
+        self._bufs = {"rx": bytearray(), "tx": bytearray()}
+
+    def _feed(self, direction: str, data: bytes) -> None:
+        buf = self._bufs[direction]
+        buf += data
+        while True:
+            v = _uvarint(bytes(buf[:10]))
+            if v is None or len(buf) < v[1] + v[0]:
+                return
+            body = bytes(buf[v[1]:v[1] + v[0]])
+            del buf[:v[1] + v[0]]
+            self._on_msg(direction, body)
+
+    async def read(self, n: int | None = None) -> bytes:
+        data = await self._stream.read(n)
+        if data:
+            self._feed("rx", data)
+        return data
+
+    async def write(self, data: bytes) -> None:
+        self._feed("tx", data)
+        await self._stream.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _holepunch_json(direction: str, body: bytes, t_ms: float) -> dict:
+    msg = _parse(HolePunch, body)
+    if msg is None:
+        return {"dir": direction, "type": None, "raw_hex": body.hex(), "t_ms": t_ms}
+    try:
+        kind = HolePunch.Type.Name(msg.type)
+    except ValueError:
+        kind = str(msg.type)
+    return {"dir": direction, "type": kind, "addrs": [_maddr_text(a) for a in msg.ObsAddrs],
+            "t_ms": t_ms}
+
+
+def _direct_conns(host, peer: ID) -> list:
+    """Open, non-relayed connections to peer."""
+    out = []
+    for conn in host.get_network().get_connections(peer):
+        if getattr(conn, "is_closed", False):
+            continue
+        relayed, _, _ = conn_info(conn)
+        try:
+            relayed = relayed or conn.get_connection_type() == ConnectionType.RELAYED
+        except Exception:  # noqa: BLE001
+            pass
+        if not relayed:
+            out.append(conn)
+    return out
+
+
+async def _open_on(host, conn, protocol: TProtocol):
+    """A stream for `protocol` on this very connection (host.new_stream() picks a
+    connection itself)."""
+    stream = await conn.new_stream()
+    await host.multiselect_client.select_one_of(
+        [protocol], MultiselectCommunicator(stream), 10)
+    stream.set_protocol(protocol)
+    return stream
+
+
+def _setup_dcutr_responder(host, protocol: DCUtRProtocol, t0: list, target: list,
+                           messages: list, dials: list) -> None:
+    """Make py's DCUtRProtocol a pure responder and log what it does.  Instance
+    attributes only (run() registers self._handle_dcutr_stream, and the other
+    methods are looked up on self too):
+      * _auto_drive_loop: no-op.  py's run() starts a loop that calls
+        initiate_hole_punch() every 2 s for each peer that has a relayed connection
+        (first a unilateral direct dial to its identify addresses, then DCUtR as
+        initiator); we must leave initiating to the remote.
+      * initiate_hole_punch / _try_unilateral_upgrade: refuse (belt and braces).
+      * _handle_dcutr_stream: py's own handler, run on a _DelimitedTap that records
+        every message.
+      * _get_observed_addrs: py's own answer plus any of our TCP listen addresses it
+        left out (py's ObservedAddrManager drops loopback observations and, when it
+        has non-loopback ones, offers only "<observed ip>/tcp/<listen port>").
+      * network.dial_addr / dial_addr_as_responder: dials to target[0] are recorded
+        (address, source, security role, outcome).
+    """
+    async def no_auto_drive() -> None:
+        return None
+
+    async def no_initiate(peer_id) -> bool:
+        log.info("dcutr-dial: refusing to initiate a hole punch to %s", peer_id)
+        return False
+
+    async def no_unilateral(peer_id) -> bool:
+        return False
+
+    orig_handle = protocol._handle_dcutr_stream
+    orig_obs = protocol._get_observed_addrs
+
+    def now_ms() -> float:
+        return round((time.monotonic() - t0[0]) * 1000.0, 1)
+
+    async def handle(stream) -> None:
+        def on_msg(direction: str, body: bytes) -> None:
+            messages.append(_holepunch_json(direction, body, now_ms()))
+        messages.append({"dir": "in", "type": "stream", "peer_id":
+                         str(stream.muxed_conn.peer_id), "t_ms": now_ms()})
+        try:
+            await orig_handle(_DelimitedTap(stream, on_msg))
+        finally:
+            messages.append({"dir": None, "type": "handler_done", "t_ms": now_ms()})
+
+    async def observed_addrs() -> list[bytes]:
+        out = list(await orig_obs())
+        for a in host.get_transport_addrs():
+            if ("/p2p-circuit" in str(a) or "/tcp/" not in str(a)
+                    or str(a).startswith(("/ip4/0.0.0.0/", "/ip6/::/"))):
+                continue
+            b = Multiaddr(str(a)).to_bytes()
+            if b not in out:
+                log.info("dcutr-dial: adding listen address %s to our CONNECT", a)
+                out.append(b)
+        return out
+
+    protocol._auto_drive_loop = no_auto_drive
+    protocol.initiate_hole_punch = no_initiate
+    protocol._try_unilateral_upgrade = no_unilateral
+    protocol._handle_dcutr_stream = handle
+    protocol._get_observed_addrs = observed_addrs
+
+    network = host.get_network()
+    for name, role in (("dial_addr", "initiator"), ("dial_addr_as_responder", "responder")):
+        orig = getattr(network, name)
+
+        def wrap(orig=orig, role=role):
+            async def dial_recorded(addr, peer_id, source=None):
+                if target[0] is None or peer_id != target[0]:
+                    return await orig(addr, peer_id, source)  # e.g. the relay
+                rec = {"addr": str(addr), "peer_id": str(peer_id),
+                       "source": f"{source[0]}:{source[1]}" if source else None,
+                       "security_role": role, "t_ms": now_ms(), "ok": None}
+                dials.append(rec)
+                try:
+                    conn = await orig(addr, peer_id, source)
+                except BaseException as e:
+                    rec["ok"] = False
+                    rec["error"] = "cancelled" if _has(e, trio.Cancelled) else _describe(e)
+                    raise
+                rec["ok"] = True
+                return conn
+            return dial_recorded
+
+        setattr(network, name, wrap())
+
+
+async def run_dcutr_dial(args) -> int:
+    listen = Multiaddr(f"/ip4/{args.host}/tcp/{args.port}")
+    host = make_host(args.seed, [listen], retries=args.retries)
+    result: dict | None = None
+    t0 = [time.monotonic()]
+    target_box: list = [None]
+    messages: list[dict] = []
+    dials: list[dict] = []
+    try:
+        with trio.fail_after(args.timeout + args.wait + 10):
+            async with host.run(listen_addrs=[listen]):
+                if not host.get_transport_addrs():
+                    raise OSError(f"could not listen on {listen} (address in use?)")
+                protocol = DCUtRProtocol(host)
+                _setup_dcutr_responder(host, protocol, t0, target_box, messages, dials)
+                async with background_trio_service(protocol):
+                    await protocol.event_started.wait()
+                    with trio.fail_after(args.timeout):
+                        maddr = Multiaddr(args.multiaddr)
+                        transport = CircuitV2Transport(
+                            host, CircuitV2Protocol(host, allow_hop=False),
+                            RelayConfig(roles=RelayRole.STOP))
+                        try:
+                            relay_ma, target = transport.parse_circuit_ma(maddr)
+                        except ValueError as e:
+                            raise ValueError(f"not a circuit address: {e}") from None
+                        target_box[0] = target
+                        await dial(host, str(relay_ma))
+                        conn = await transport.dial(maddr)
+                        t0[0] = time.monotonic()
+                        relayed, _local, remote = conn_info(conn)
+                    emit({"event": "relayed", "peer_id": str(target), "relayed": relayed,
+                          "remote_addr": remote, "addrs": [str(a) for a in host.get_addrs()]})
+                    direct = []
+                    with trio.move_on_after(args.wait):
+                        while True:
+                            direct = _direct_conns(host, target)
+                            if direct:
+                                break
+                            await trio.sleep(0.05)
+                    dlocal = dremote = ddir = ping_err = None
+                    rtts: list[float] = []
+                    try:
+                        with trio.fail_after(args.timeout):
+                            if direct:
+                                dconn = direct[0]
+                                _, dlocal, dremote = conn_info(dconn)
+                                ddir = ("outbound" if getattr(dconn.muxed_conn,
+                                                              "is_initiator", False)
+                                        else "inbound")
+                                stream = await _open_on(host, dconn, PING_PROTOCOL_ID)
+                            else:
+                                stream = await host.new_stream(target, [PING_PROTOCOL_ID])
+                            for _ in range(3):
+                                rtts.append(round(await ping_once(stream), 3))
+                            await stream.close()
+                    except Exception as e:  # noqa: BLE001
+                        ping_err = (f"timeout after {args.timeout:g} s"
+                                    if _has(e, trio.TooSlowError) else _describe(e))
+                    result = {"event": "dcutr-dial", "peer_id": str(target),
+                              "direct": bool(direct), "direct_addr": dremote,
+                              "direct_local_addr": dlocal, "direct_direction": ddir,
+                              "dcutr_messages": list(messages), "dials": list(dials),
+                              "rtts_ms": rtts}
+                    if ping_err is not None:
+                        result["ping_error"] = ping_err
+                    emit(result)
+                    if args.hold > 0:
+                        await trio.sleep(args.hold)
+                    with trio.move_on_after(2):
+                        await host.close()
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        if result is not None:
+            log.debug("teardown error after result: %s", _describe(e))
+            return 0 if result["direct"] and "ping_error" not in result else 1
+        err = f"timeout after {args.timeout:g} s" if _has(e, trio.TooSlowError) else _describe(e)
+        emit({"event": "error", "error": err, "dcutr_messages": messages, "dials": dials})
+        return 1
+    return 0 if result["direct"] and "ping_error" not in result else 1
+
+
 # --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
@@ -1625,6 +1908,14 @@ def main(argv: list[str] | None = None) -> int:
                           "(what RelayConfig()'s default roles do)")
     prd.add_argument("--hold", type=float, default=0.0,
                      help="keep the connection open this many seconds after the result")
+    pdd = sub.add_parser("dcutr-dial", parents=[common])
+    pdd.add_argument("multiaddr", help="RELAY_MADDR/p2p/RELAY/p2p-circuit/p2p/TARGET")
+    pdd.add_argument("--wait", type=float, default=20.0,
+                     help="seconds to wait for a direct connection (default 20)")
+    pdd.add_argument("--port", type=int, default=0)
+    pdd.add_argument("--host", default="127.0.0.1")
+    pdd.add_argument("--hold", type=float, default=0.0,
+                     help="keep running this many seconds after the result")
     args = p.parse_args(argv)
     if args.seed is not None:
         try:
@@ -1656,6 +1947,8 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(run_relay_listen, args)
     if args.mode == "relay-dial":
         return trio.run(run_relay_dial, args)
+    if args.mode == "dcutr-dial":
+        return trio.run(run_dcutr_dial, args)
     if args.mode.startswith("dht-"):
         return trio.run(run_dht_client, args)
     return trio.run(run_dial_mode, args)
