@@ -232,6 +232,9 @@ public final class HolePunchService: @unchecked Sendable {
                         record(peer, role: "responder", .relayed(reason: "the peer offered no usable address"), relayed: relayed)
                         continue
                     }
+                    // If the initiator's dial reaches our listener before ours leaves, that
+                    // connection is the punched one: we are its Noise initiator all the same.
+                    node.swarm.expectInbound(from: addrs, role: .initiator, until: .now() + configuration.attemptTimeout + .seconds(5))
                     // Dial now, while the initiator waits RTT/2; keep reading for its retries.
                     let rounds = machine.rounds
                     state.withLockedValue { _ = $0.running.insert(peer) }

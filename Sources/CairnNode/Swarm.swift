@@ -59,6 +59,7 @@ public final class Swarm: @unchecked Sendable {
         var listenAddresses: [Multiaddr] = []
         var connectedObservers: [@Sendable (Connection) -> Void] = []
         var transports: [any SwarmTransport] = []
+        var inboundRoles: [[UInt8]: (role: SecureConnectionMachine.Role, until: NIODeadline)] = [:]
         var shutDown = false
     }
     private let state = NIOLockedValueBox(State())
@@ -121,7 +122,7 @@ public final class Swarm: @unchecked Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.setUpConnection(channel, direction: .inbound, role: .responder, expectedRemote: nil)
+                    try self.setUpConnection(channel, direction: .inbound, role: self.inboundRole(from: channel.remoteAddress), expectedRemote: nil)
                 }
             }
         let channel = try await bootstrap.bind(to: socketAddress).get()
@@ -232,6 +233,28 @@ public final class Swarm: @unchecked Sendable {
             }
         }
         return connection
+    }
+
+    /// For a hole punch: until `deadline`, a connection accepted from one of `addresses`
+    /// (ip:port) takes the security `role` given — the peer's dial landed on our listener
+    /// instead of meeting ours in a simultaneous open, and the punch fixed the roles.
+    public func expectInbound(from addresses: [Multiaddr], role: SecureConnectionMachine.Role, until deadline: NIODeadline) {
+        state.withLockedValue { s in
+            let now = NIODeadline.now()
+            s.inboundRoles = s.inboundRoles.filter { $0.value.until > now }
+            for a in addresses {
+                guard let (ip, port) = a.tcpEndpoint else { continue }
+                s.inboundRoles[(ip + [UInt8(port >> 8), UInt8(port & 0xff)])] = (role, deadline)
+            }
+        }
+    }
+
+    func inboundRole(from remote: SocketAddress?) -> SecureConnectionMachine.Role {
+        guard let remote, let m = Multiaddr(tcp: remote), let (ip, port) = m.tcpEndpoint else { return .responder }
+        return state.withLockedValue { s in
+            guard let o = s.inboundRoles[ip + [UInt8(port >> 8), UInt8(port & 0xff)]], o.until > NIODeadline.now() else { return .responder }
+            return o.role
+        }
     }
 
     /// Transports beyond TCP (a relayed circuit): `dial` hands them the addresses they claim.
