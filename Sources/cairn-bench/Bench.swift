@@ -39,14 +39,7 @@ struct Bench: AsyncParsableCommand {
         quiet.logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let server = Node(identity: .generate(), group: group, logger: quiet)
-        server.swarm.handle("/bench/sink/1.0.0") { stream in
-            var n: UInt64 = 0
-            while let chunk = try await stream.read() { n += UInt64(chunk.readableBytes) }
-            var out = ByteBuffer()
-            out.writeInteger(n)
-            try await stream.write(out)
-            await stream.closeWrite()
-        }
+        serveSink(on: server)
         let addr = try await server.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(server.peerID))
         let client = Node(identity: .generate(), group: group, logger: quiet)
 
@@ -141,14 +134,7 @@ struct Bench: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let b = Node(identity: .generate(), group: group, logger: quiet)
         let bClient = RelayClient(node: b, logger: quiet)
-        b.swarm.handle("/bench/sink/1.0.0") { stream in
-            var n: UInt64 = 0
-            while let chunk = try await stream.read() { n += UInt64(chunk.readableBytes) }
-            var out = ByteBuffer()
-            out.writeInteger(n)
-            try await stream.write(out)
-            await stream.closeWrite()
-        }
+        serveSink(on: b)
         let bAddr = try await b.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(b.peerID))
         let held = try await bClient.reserve(on: try await b.dial(relayAddr!))
         let a = Node(identity: .generate(), group: group, logger: quiet)
@@ -228,6 +214,18 @@ func processCPUSeconds(_ pid: Int32) -> Double {
     // After "pid (comm)": field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
     guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
     return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// `/bench/sink/1.0.0`: counts what arrives until EOF, answers the count (8 bytes, big-endian).
+func serveSink(on node: Node) {
+    node.swarm.handle("/bench/sink/1.0.0") { stream in
+        var n: UInt64 = 0
+        while let chunk = try await stream.read() { n += UInt64(chunk.readableBytes) }
+        var out = ByteBuffer()
+        out.writeInteger(n)
+        try await stream.write(out)
+        await stream.closeWrite()
+    }
 }
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

@@ -99,7 +99,7 @@ struct Matrix: ParsableCommand {
             }
             let d = run("/usr/sbin/ip", ["netns", "exec", ip["a"]!.ns, bin, "dial", bID, "--data-dir", dir.appendingPathComponent("a-\(t)").path,
                                          "--json", "--dht-mode", "client", "--peers-file", "/dev/null", "--log-level", "error",
-                                         "--direct-timeout", "2", "--upgrade-wait", "25"] + bootstrap.flatMap { ["--bootstrap", $0] }, timeout: 90)
+                                         "--direct-timeout", "2", "--upgrade-wait", "20"] + bootstrap.flatMap { ["--bootstrap", $0] }, timeout: 90)
             let line = d.out.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
             guard let r = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any], let how = r["how"] as? String else {
                 failed += 1

@@ -8,28 +8,7 @@ import XCTest
 
 /// DCUtR between Swift nodes on loopback (private addresses allowed, as on one LAN): a relayed
 /// connection is upgraded to a direct one; hostile and stalled peers are refused or timed out.
-final class HolePunchNodeTests: XCTestCase {
-    var group: MultiThreadedEventLoopGroup!
-    var nodes: [Node] = []
-    var logs: LogCapture!
-
-    override func setUp() async throws {
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        logs = LogCapture()
-    }
-
-    override func tearDown() async throws {
-        for n in nodes { await n.shutdown() }
-        try await group.shutdownGracefully()
-    }
-
-    func makeNode(_ name: String) async throws -> (Node, Multiaddr) {
-        let n = Node(identity: .generate(), group: group, logger: logs.logger(label: name))
-        nodes.append(n)
-        let addr = try await n.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0]
-        return (n, addr.appending(.p2p(n.peerID)))
-    }
-
+final class HolePunchNodeTests: LoopbackNodesTestCase {
     func config() -> HolePunchService.Configuration {
         var c = HolePunchService.Configuration()
         c.allowPrivateAddresses = true
@@ -118,13 +97,5 @@ final class HolePunchNodeTests: XCTestCase {
         // Still serving: A answers an honest CONNECT.
         let ok = try await exchange([DCUtR.encode(.connect([]))])
         XCTAssertNotNil(ok)
-    }
-
-    func eventually(timeout: Double, _ condition: @escaping () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while !condition() {
-            if Date() > deadline { XCTFail("condition not met within \(timeout) s"); throw XCTSkip("gave up") }
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
     }
 }

@@ -9,29 +9,7 @@ import XCTest
 
 /// Circuit Relay v2 between Swift nodes over real TCP on 127.0.0.1: reservations, circuits as a
 /// transport, limits, privacy and hostile input.
-final class RelayNodeTests: XCTestCase {
-    var group: MultiThreadedEventLoopGroup!
-    var nodes: [Node] = []
-    var logs: LogCapture!
-
-    override func setUp() async throws {
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        logs = LogCapture()
-    }
-
-    override func tearDown() async throws {
-        for n in nodes { await n.shutdown() }
-        nodes = []
-        try await group.shutdownGracefully()
-    }
-
-    func makeNode(_ name: String, ip: String = "127.0.0.1") async throws -> (Node, Multiaddr) {
-        let n = Node(identity: .generate(), group: group, logger: logs.logger(label: name))
-        nodes.append(n)
-        let addr = try await n.listen([Multiaddr("/ip4/\(ip)/tcp/0")])[0]
-        return (n, addr.appending(.p2p(n.peerID)))
-    }
-
+final class RelayNodeTests: LoopbackNodesTestCase {
     /// A relay R, a reserved peer B and a dialer A.
     func triangle(_ config: RelayService.Configuration = RelayService.Configuration())
         async throws -> (relay: RelayService, rAddr: Multiaddr, a: Node, aClient: RelayClient, b: Node, bClient: RelayClient) {
@@ -353,14 +331,6 @@ final class RelayNodeTests: XCTestCase {
     }
 
     // MARK: Helpers
-
-    func eventually(timeout: Double = 5, _ condition: @escaping () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while !condition() {
-            if Date() > deadline { XCTFail("condition not met within \(timeout) s"); return }
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
-    }
 
     func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         guard needle.count <= haystack.count else { return false }
