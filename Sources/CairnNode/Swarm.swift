@@ -155,7 +155,9 @@ public final class Swarm: @unchecked Sendable {
     /// Dials `address` (`/ip4|ip6/…/tcp/…[/p2p/<id>]`). With a peer ID, any other identity is refused.
     /// `role` is the security role on the new connection: the initiator as usual, or the
     /// responder for a hole punch whose simultaneous open makes the socket direction meaningless.
-    public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator, fromListenPort: Bool = true) async throws -> Connection {
+    /// `connectTimeout` bounds the TCP connect (default: the handshake timeout).
+    public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator, fromListenPort: Bool = true,
+                     connectTimeout: TimeAmount? = nil) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
         if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
             return try await t.dial(address)
@@ -165,7 +167,7 @@ public final class Swarm: @unchecked Sendable {
         let expected = address.peerID
         if fromListenPort, let local = reusableLocalAddress(forFamilyOf: ip) {
             do {
-                return try await connect(remote, from: local, expected: expected, role: role)
+                return try await connect(remote, from: local, expected: expected, role: role, connectTimeout: connectTimeout)
             } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL {
                 // The 4-tuple is taken (a second connection to the same peer): use an ephemeral port.
                 logger.debug("listen port busy for this destination, dialing from an ephemeral port")
@@ -175,7 +177,7 @@ public final class Swarm: @unchecked Sendable {
             }
         }
         do {
-            return try await connect(remote, from: nil, expected: expected, role: role)
+            return try await connect(remote, from: nil, expected: expected, role: role, connectTimeout: connectTimeout)
         } catch let e as ConnectionError {
             throw SwarmError.dialFailed(address, "\(e)")
         } catch let e as SwarmError {
@@ -186,10 +188,10 @@ public final class Swarm: @unchecked Sendable {
     }
 
     private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?,
-                         role: SecureConnectionMachine.Role) async throws -> Connection {
+                         role: SecureConnectionMachine.Role, connectTimeout: TimeAmount?) async throws -> Connection {
         let holder = NIOLockedValueBox<Connection?>(nil)
         var bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(configuration.handshakeTimeout)
+            .connectTimeout(connectTimeout ?? configuration.handshakeTimeout)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -3,6 +3,7 @@ import CairnCore
 import CairnNode
 import Foundation
 import Logging
+import NIOCore
 
 /// The relay status a running `cairn node` keeps in `<data-dir>/relays.json` (every 2 s), which
 /// `cairn relays` prints.
@@ -171,8 +172,10 @@ struct DialCommand: AsyncParsableCommand {
         var conn: Connection?
         for a in direct {
             do {
-                conn = try await withTimeout(.milliseconds(Int64(directTimeout * 1000)), on: node.swarm.group.next()) {
-                    try await node.dial(a.appending(.p2p(target)))
+                // The connect itself is bounded (a timeout around it would wait for it anyway).
+                let limit = TimeAmount.milliseconds(Int64(directTimeout * 1000))
+                conn = try await withTimeout(limit + .seconds(10), on: node.swarm.group.next()) {
+                    try await node.swarm.dial(a.appending(.p2p(target)), connectTimeout: limit)
                 }
                 break
             } catch {
