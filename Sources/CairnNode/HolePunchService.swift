@@ -222,7 +222,15 @@ public final class HolePunchService: @unchecked Sendable {
                 stream.reset()
                 return
             }
-            for action in machine.received(message) {
+            let actions = machine.received(message)
+            if case .awaitingSync(let theirs) = machine.state {
+                // From now on the initiator may dial us: its SYN can reach our listener before
+                // SYNC reaches us (a full-cone NAT lets it in). That connection is the punched
+                // one, and we are its Noise initiator all the same.
+                node.swarm.expectInbound(from: theirs, role: .initiator,
+                                         until: .now() + configuration.readTimeout + configuration.attemptTimeout)
+            }
+            for action in actions {
                 switch action {
                 case .send(let m):
                     try await stream.writeLengthPrefixed(DCUtR.encode(m))
@@ -232,9 +240,6 @@ public final class HolePunchService: @unchecked Sendable {
                         record(peer, role: "responder", .relayed(reason: "the peer offered no usable address"), relayed: relayed)
                         continue
                     }
-                    // If the initiator's dial reaches our listener before ours leaves, that
-                    // connection is the punched one: we are its Noise initiator all the same.
-                    node.swarm.expectInbound(from: addrs, role: .initiator, until: .now() + configuration.attemptTimeout + .seconds(5))
                     // Dial now, while the initiator waits RTT/2; keep reading for its retries.
                     let rounds = machine.rounds
                     state.withLockedValue { _ = $0.running.insert(peer) }
