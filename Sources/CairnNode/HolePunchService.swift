@@ -51,6 +51,7 @@ public final class HolePunchService: @unchecked Sendable {
         var running: Set<PeerID> = []
         var relayedSince: [UInt64: ContinuousClock.Instant] = [:]
         var dialsStarted = 0
+        var inFlight: Set<String> = []
     }
     private let state = NIOLockedValueBox(State())
 
@@ -76,6 +77,8 @@ public final class HolePunchService: @unchecked Sendable {
             self.node.swarm.tasks.spawn { await self.upgrade(c, peer: peer, theirListenAddrs: info.listenAddrs) }
         }
     }
+
+    static func flightKey(_ peer: PeerID, _ a: Multiaddr) -> String { "\(peer) \(a)" }
 
     public func outcome(for peer: PeerID) -> Outcome? { state.withLockedValue { $0.outcomes[peer] } }
     public var outcomes: [Outcome] { state.withLockedValue { Array($0.outcomes.values) } }
@@ -280,22 +283,30 @@ public final class HolePunchService: @unchecked Sendable {
         let swarm = node.swarm
         let logger = self.logger
         let fromListenPort = configuration.dialFromListenPort
-        state.withLockedValue { $0.dialsStarted += addrs.count }
+        // A dial still in flight from the previous attempt keeps its 4-tuple (and its SYN
+        // retransmissions may yet meet the peer's): wait for it rather than dial that address again.
+        let fresh = state.withLockedValue { s -> [Multiaddr] in
+            let new = addrs.filter { !s.inFlight.contains(Self.flightKey(peer, $0)) }
+            for a in new { s.inFlight.insert(Self.flightKey(peer, a)) }
+            s.dialsStarted += new.count
+            return new
+        }
         let failures = NIOLockedValueBox(0)
-        for a in addrs {
-            swarm.tasks.spawn {
+        for a in fresh {
+            swarm.tasks.spawn { [weak self] in
                 do {
                     _ = try await swarm.dial(a.appending(.p2p(peer)), role: role, fromListenPort: fromListenPort)
                 } catch {
                     logger.debug("dcutr: dial failed: \(error)", metadata: ["addr": "\(a)"])
                     failures.withLockedValue { $0 += 1 }
                 }
+                _ = self?.state.withLockedValue { $0.inFlight.remove(Self.flightKey(peer, a)) }
             }
         }
         let deadline = NIODeadline.now() + configuration.attemptTimeout
         while NIODeadline.now() < deadline && !Task.isCancelled {
             if let direct = swarm.connections(to: peer).first(where: { !$0.isLimited }) { return direct }
-            if failures.withLockedValue({ $0 }) == addrs.count { return nil }
+            if !fresh.isEmpty, failures.withLockedValue({ $0 }) == fresh.count, fresh.count == addrs.count { return nil }
             try? await Task.sleep(nanoseconds: 20_000_000)
         }
         return nil
