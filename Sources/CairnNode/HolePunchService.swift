@@ -145,9 +145,11 @@ public final class HolePunchService: @unchecked Sendable {
         if hasDirect(to: peer) { return }
         // Connection reversal: a peer with public addresses is simply dialed.
         let (publicAddrs, _) = DCUtR.dialable(theirListenAddrs, allowPrivate: false)
-        if !publicAddrs.isEmpty, let c = await dialAny(peer, publicAddrs, role: .initiator) {
-            _ = c
-            return record(peer, role: "initiator", .direct(how: "reversal", attempts: 0), relayed: relayed)
+        if !publicAddrs.isEmpty {
+            _ = await dialAny(peer, publicAddrs, role: .initiator)
+            // Our dial may come up after the attempt window (a slow handshake under load): a
+            // direct connection is a direct connection.
+            if hasDirect(to: peer) { return record(peer, role: "initiator", .direct(how: "reversal", attempts: 0), relayed: relayed) }
         }
         let ours = ourAddresses()
         var machine = DCUtR.Initiator(ourAddresses: ours, maxAttempts: configuration.maxAttempts,
@@ -156,6 +158,9 @@ public final class HolePunchService: @unchecked Sendable {
         do {
             stream = try await relayed.openStream([DCUtR.protocolID])
         } catch {
+            if hasDirect(to: peer) {
+                return record(peer, role: "initiator", .direct(how: publicAddrs.isEmpty ? "peer's dial" : "reversal", attempts: 0), relayed: relayed)
+            }
             return record(peer, role: "initiator", .relayed(reason: "the peer does not speak DCUtR: \(error)"), relayed: relayed)
         }
         defer { stream.reset() }
@@ -172,6 +177,9 @@ public final class HolePunchService: @unchecked Sendable {
                             next += machine.received(reply, now: .now)
                         }
                     } catch {
+                        if hasDirect(to: peer) {
+                            return record(peer, role: "initiator", .direct(how: "hole punch", attempts: machine.attempts), relayed: relayed)
+                        }
                         return record(peer, role: "initiator", .relayed(reason: "exchange failed: \(error)"), relayed: relayed)
                     }
                 case .dial(let addrs, let delay):
