@@ -146,10 +146,11 @@ public final class HolePunchService: @unchecked Sendable {
         // Connection reversal: a peer with public addresses is simply dialed.
         let (publicAddrs, _) = DCUtR.dialable(theirListenAddrs, allowPrivate: false)
         if !publicAddrs.isEmpty {
-            _ = await dialAny(peer, publicAddrs, role: .initiator)
-            // Our dial may come up after the attempt window (a slow handshake under load): a
-            // direct connection is a direct connection.
-            if hasDirect(to: peer) { return record(peer, role: "initiator", .direct(how: "reversal", attempts: 0), relayed: relayed) }
+            // Our dial may also come up after the attempt window (a slow handshake under load):
+            // a direct connection is a direct connection.
+            if await dialAny(peer, publicAddrs, role: .initiator) != nil || hasDirect(to: peer) {
+                return record(peer, role: "initiator", .direct(how: "reversal", attempts: 0), relayed: relayed)
+            }
         }
         let ours = ourAddresses()
         var machine = DCUtR.Initiator(ourAddresses: ours, maxAttempts: configuration.maxAttempts,
@@ -300,10 +301,13 @@ public final class HolePunchService: @unchecked Sendable {
             return new
         }
         let failures = NIOLockedValueBox(0)
+        // Our own dial's connection counts even if the peer closes it before the next poll.
+        let succeeded = NIOLockedValueBox<Connection?>(nil)
         for a in fresh {
             swarm.tasks.spawn { [weak self] in
                 do {
-                    _ = try await swarm.dial(a.appending(.p2p(peer)), role: role, fromListenPort: fromListenPort)
+                    let c = try await swarm.dial(a.appending(.p2p(peer)), role: role, fromListenPort: fromListenPort)
+                    succeeded.withLockedValue { $0 = $0 ?? c }
                 } catch {
                     logger.debug("dcutr: dial failed: \(error)", metadata: ["addr": "\(a)"])
                     failures.withLockedValue { $0 += 1 }
@@ -313,6 +317,7 @@ public final class HolePunchService: @unchecked Sendable {
         }
         let deadline = NIODeadline.now() + configuration.attemptTimeout
         while NIODeadline.now() < deadline && !Task.isCancelled {
+            if let mine = succeeded.withLockedValue({ $0 }) { return mine }
             if let direct = swarm.connections(to: peer).first(where: { !$0.isLimited }) { return direct }
             if !fresh.isEmpty, failures.withLockedValue({ $0 }) == fresh.count, fresh.count == addrs.count { return nil }
             try? await Task.sleep(nanoseconds: 20_000_000)

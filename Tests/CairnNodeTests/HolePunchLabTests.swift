@@ -59,7 +59,7 @@ final class HolePunchLabTests: XCTestCase {
         XCTAssertEqual(s.last!.bytes, s[closed].bytes, "the relay forwarded bytes after the upgrade: \(s)")
 
         // Public → private: B dials the public peer back (connection reversal), no punch.
-        let pub = n.dial(from: try lab.host("d"), name: "d", peer: b, bootstrap: bootstrap)
+        let pub = n.dial(from: try lab.host("d"), name: "d", peer: b, bootstrap: bootstrap, extra: ["--pings", "10"])
         XCTAssertEqual(pub["how"] as? String, "upgraded", "public → private: \(pub)")
         XCTAssertEqual(pub["upgrade"] as? String, "peer's dial", "\(pub)")
         do {
