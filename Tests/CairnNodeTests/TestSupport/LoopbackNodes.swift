@@ -31,10 +31,16 @@ class LoopbackNodesTestCase: XCTestCase {
         return (n, addr.appending(.p2p(n.peerID)))
     }
 
+    struct ConditionNotMet: Error, CustomStringConvertible {
+        let timeout: Double
+        var description: String { "condition not met within \(timeout) s" }
+    }
+
+    /// Waits until `condition` holds; throws (failing the test) after `timeout` seconds.
     func eventually(timeout: Double = 5, _ condition: @escaping () -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while !condition() {
-            if Date() > deadline { XCTFail("condition not met within \(timeout) s"); throw XCTSkip("gave up waiting") }
+            if Date() > deadline { throw ConditionNotMet(timeout: timeout) }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
     }
