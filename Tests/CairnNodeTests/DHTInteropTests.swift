@@ -184,7 +184,8 @@ final class DHTInteropTests: XCTestCase {
 
         // py provides before Cairn exists: only the py server holds the provider record.
         let pyKey = testKey("prov-py")
-        let provided = try await self.py(["dht-provide", pyAddr.description, pyKey])
+        // --hold: the one-shot stays up while the server reads its ADD_PROVIDER (exiting at once could reset it first).
+        let provided = try await self.py(["dht-provide", pyAddr.description, pyKey, "--hold", "2"])
         XCTAssertEqual(provided["ok"] as? Bool, true, "\(provided)")
         XCTAssertEqual(provided["sent_to"] as? [String], [py.peerID], "\(provided)")
         let provider = try PeerID(string: try XCTUnwrap(provided["peer_id"] as? String))
