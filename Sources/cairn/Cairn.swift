@@ -99,108 +99,58 @@ struct RunNode: AsyncParsableCommand {
             help: ArgumentHelp("Adversarial testing only: answer every AutoNAT request with ok or dial-error, dialing nobody.", visibility: .hidden))
     var testingAutoNATAnswer: String?
 
-    func run() async throws {
-        let logger = common.bootstrapLogging()
-        let key = try common.loadIdentity(logger)
-        let addrs = try listen.map { try Multiaddr($0) }
-        let store = try PeerStore(path: common.dataDirectory.appendingPathComponent("peers.sqlite").path)
-        var nodeConfig = Node.Configuration()
-        if let lie = testingClaimObserved {
-            nodeConfig.testingClaimedObservedAddress = try Multiaddr(lie)
-            logger.warning("testing mode: claiming every peer was observed at \(lie)")
-        }
-        let node = Node(identity: key, configuration: nodeConfig, peerStore: store, logger: logger)
-        let service = try dht.makeService(node: node, common: common, logger: logger)
-        var natConfig = NATService.Configuration()
-        natConfig.policy.allowPrivateAddresses = autonatAllowPrivate
+    func hostConfiguration() throws -> CairnHost.Configuration {
+        var c = CairnHost.Configuration()
+        c.dataDirectory = common.dataDirectory
+        c.listenAddresses = try listen.map { try Multiaddr($0) }
+        c.connectAtStart = try connect.map { try Multiaddr($0) }
+        try dht.apply(to: &c, mode: nil)
+        c.stun = !noSTUN
+        if let lie = testingClaimObserved { c.node.testingClaimedObservedAddress = try Multiaddr(lie) }
+        c.nat.policy.allowPrivateAddresses = autonatAllowPrivate
+        c.nat.advertiseExternalAddresses = true  // voted external addresses go in identify, the peer record, presence
         switch testingAutoNATAnswer {
         case nil: break
-        case "ok": natConfig.testingAutoNATAnswer = .ok
-        case "dial-error": natConfig.testingAutoNATAnswer = .dialError
+        case "ok": c.nat.testingAutoNATAnswer = .ok
+        case "dial-error": c.nat.testingAutoNATAnswer = .dialError
         case let other?: throw ValidationError("--testing-autonat-answer takes ok or dial-error, not \(other)")
         }
+        guard let when = CairnHost.Configuration.Relay.When(rawValue: relayWhen) else { throw ValidationError("--relay-when takes public or always") }
+        c.relay.serve = relay
+        c.relay.when = when
+        c.relay.service.resources.circuitBytes = relayMaxCircuitBytes
+        c.relay.service.resources.circuitDuration = relayMaxCircuitSeconds
+        guard let mode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
+        c.autoRelay = mode
+        return c
+    }
+
+    func run() async throws {
+        let logger = common.bootstrapLogging()
+        let config = try hostConfiguration()
+        if let lie = testingClaimObserved { logger.warning("testing mode: claiming every peer was observed at \(lie)") }
         if let lie = testingAutoNATAnswer { logger.warning("testing mode: answering every AutoNAT request with \(lie)") }
-        let nat = NATService(node: node, dht: service, configuration: natConfig, logger: logger)
-        let prober = Task {
-            // Ask a few peers to dial us back: soon after joining, often at first, then every 15 minutes.
-            let schedule: [UInt64] = [5, 30, 60, 60, 60]
-            var round = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: (round < schedule.count ? schedule[round] : 900) * 1_000_000_000)
-                round += 1
-                for c in node.swarm.connections.filter({ !$0.isLimited }).shuffled().prefix(3) { _ = try? await nat.probe(c) }
-            }
-        }
-        // Circuit Relay v2: every node can dial relayed addresses and accept circuits; it
-        // volunteers as a relay only with --relay; it reserves slots on relays when private.
-        let relayClient = RelayClient(node: node, logger: logger)
-        var relayConfig = RelayService.Configuration()
-        relayConfig.resources.circuitBytes = relayMaxCircuitBytes
-        relayConfig.resources.circuitDuration = relayMaxCircuitSeconds
-        let relayService = RelayService(node: node, configuration: relayConfig, logger: logger)
-        guard let autoRelayMode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
-        guard relayWhen == "public" || relayWhen == "always" else { throw ValidationError("--relay-when takes public or always") }
-        let autoRelayer = AutoRelay(node: node, client: relayClient, mode: autoRelayMode, logger: logger)
-        // DCUtR: relayed connections are upgraded to direct ones when the NATs allow it.
-        let holePunch = HolePunchService(node: node, nat: nat, logger: logger)
-        if relay && relayWhen == "public" { relayService.followReachability(of: nat) }
-        if relay && relayWhen == "always" { relayService.setServing(true) }
-        autoRelayer.followReachability(of: nat)
-        if autoRelayMode != .off { autoRelayer.start() }
-        let statusWriter = Task {
-            let path = common.dataDirectory.appendingPathComponent("relays.json")
-            while !Task.isCancelled {
-                // Voted external addresses are advertised too (identify, peer record, presence).
-                node.setExtraAddresses(nat.externalAddresses.filter { $0.tcpEndpoint != nil }, source: "nat")
-                RelayStatus.write(to: path, node: node, client: relayClient, service: relayService, nat: nat, holePunch: holePunch)
-                try? await Task.sleep(nanoseconds: 2_000_000_000)
-            }
-        }
-        let bound = try await node.listen(addrs)
-        print("peer id: \(node.peerID)")
-        for a in bound { print("listening on \(a.appending(.p2p(node.peerID)))") }
-        var stunServers: [STUNServer] = []
-        if !noSTUN {
-            for a in addrs {
-                // Beside the port actually bound (a configured port 0 becomes a real one).
-                guard let (ip, _) = a.tcpEndpoint,
-                      let port = bound.first(where: { $0.tcpEndpoint?.ip.count == ip.count })?.tcpEndpoint?.port else { continue }
-                let udpBeside = Multiaddr(components: [ip.count == 4 ? .ip4(ip) : .ip6(ip), .tcp(port)])
-                do {
-                    let s = try await STUNServer.start(besideTCP: udpBeside, group: node.swarm.group, logger: logger)
-                    stunServers.append(s)
-                    print("stun on \(s.multiaddr?.description ?? "?")")
-                } catch {
-                    logger.warning("STUN responder beside \(a) not started: \(error)")
-                }
-            }
-        }
-        fflush(nil)
-        service.start()
-        for c in connect {
-            do {
-                let conn = try await node.dial(try Multiaddr(c))
-                logger.info("connected", metadata: ["peer": "\(conn.remotePeer!)", "addr": "\(c)"])
-            } catch {
-                logger.error("connect \(c) failed: \(error)")
-            }
-        }
-        var presence: Task<Void, Never>?
+        let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }
+        if host.createdIdentity { logger.notice("created a new identity", metadata: ["peer": "\(host.peerID)", "dir": "\(common.dataDirectory.path)"]) }
+        // Printed as soon as the swarm listens (before the DHT join), for scripts and tests.
+        let bound: [Multiaddr]
         do {
-            try await dht.join(service, logger: logger)
-            presence = service.keepPresencePublished()
+            bound = try await host.startListening()
         } catch {
-            logger.warning("not joined to the DHT yet: \(error); serving and waiting for peers")
+            await host.shutdown()
+            throw CLIError("\(error)")
+        }
+        print("peer id: \(host.peerID)")
+        for a in bound { print("listening on \(a.appending(.p2p(host.peerID)))") }
+        for s in host.stunServers { print("stun on \(s.multiaddr?.description ?? "?")") }
+        fflush(nil)
+        do { try await host.startServices() } catch {
+            await host.shutdown()
+            throw CLIError("\(error)")
         }
         await waitForTermination()
         logger.notice("shutting down")
-        prober.cancel()
-        statusWriter.cancel()
-        autoRelayer.stop()
-        presence?.cancel()
-        for s in stunServers { await s.close() }
-        service.stop()
-        await node.shutdown()
+        await host.shutdown()
     }
 }
 
@@ -223,44 +173,52 @@ struct DHTOptions: ParsableArguments {
         return try lines.map { try Multiaddr($0) }
     }
 
-    func makeService(node: Node, common: CommonOptions, logger: Logger, mode override: KademliaConfiguration.Mode? = nil) throws -> DHTService {
-        var config = DHTService.Configuration()
-        config.kademlia.protocolID = protocolID
-        switch override ?? (mode == "client" ? .client : .server) {
-        case .client: config.kademlia.mode = .client
-        case .server: config.kademlia.mode = .server
-        }
+    /// The DHT part of a host's configuration; `mode` overrides `--dht-mode` (one-shot commands are clients).
+    func apply(to c: inout CairnHost.Configuration, mode override: KademliaConfiguration.Mode?) throws {
         guard mode == "server" || mode == "client" else { throw ValidationError("--dht-mode is server or client") }
-        let store = try SQLiteDHTStore(path: common.dataDirectory.appendingPathComponent("dht.sqlite").path, validator: config.kademlia.validator)
-        return DHTService(node: node, store: store, configuration: config, logger: logger)
-    }
-
-    /// Joins through the bootstrap peers, or through the saved routing table when none are given.
-    func join(_ service: DHTService, logger: Logger) async throws {
-        let peers = try bootstrapPeers()
-        if peers.isEmpty && service.routingTable.count == 0 { throw DHTError.noPeers }
-        try await service.bootstrap(peers)
+        c.bootstrapPeers = try bootstrapPeers()
+        c.dht.service.kademlia.protocolID = protocolID
+        c.dht.service.kademlia.mode = override ?? (mode == "client" ? .client : .server)
     }
 }
 
-/// A one-shot command: start a node (client mode, no listener), join, do the work, exit.
-func withJoinedDHT<T>(_ common: CommonOptions, _ dht: DHTOptions, mode: KademliaConfiguration.Mode = .client,
-                      _ body: (Node, DHTService) async throws -> T) async throws -> T {
+/// The configuration of a host for a one-shot command: no listener, no STUN, no AutoNAT probing
+/// or serving, no relaying, no status file, no peer store; the DHT a client that joins on demand.
+/// Beside a running node on the same data directory it runs with a temporary identity, unless
+/// `needsOwnIdentity` (publishing, providing): then it refuses.
+func oneShotConfiguration(_ common: CommonOptions, dht: DHTOptions?, needsOwnIdentity: Bool = false) throws -> CairnHost.Configuration {
+    var c = CairnHost.Configuration()
+    c.dataDirectory = common.dataDirectory
+    c.whenDataDirectoryLocked = needsOwnIdentity ? .fail : .ephemeral
+    c.listenAddresses = []
+    c.stun = false
+    c.autoNATProbing = false
+    c.nat.serveAutoNAT = false
+    c.autoRelay = .off
+    c.holePunching = nil
+    c.statusInterval = nil
+    c.persistPeers = false
+    c.dht.enabled = dht != nil
+    c.dht.joinAtStart = false
+    c.dht.publishPresence = false
+    c.dht.followReachability = false
+    if let dht { try dht.apply(to: &c, mode: .client) }
+    return c
+}
+
+/// A one-shot command: start a host, join the DHT, do the work, shut down.
+func withJoinedDHT<T>(_ common: CommonOptions, _ dht: DHTOptions, needsOwnIdentity: Bool = false,
+                      _ body: (CairnHost, DHTService) async throws -> T) async throws -> T {
     let logger = common.bootstrapLogging()
-    let key = try common.loadIdentity(logger)
-    let node = Node(identity: key, logger: logger)
-    _ = RelayClient(node: node, logger: logger)  // relayed addresses are dialable too
-    let service = try dht.makeService(node: node, common: common, logger: logger, mode: mode)
-    service.start()
+    let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: dht, needsOwnIdentity: needsOwnIdentity), logger: logger) }
     do {
-        try await dht.join(service, logger: logger)
-        let result = try await body(node, service)
-        service.stop()
-        await node.shutdown()
+        try await host.start()
+        try await host.joinDHT()
+        let result = try await body(host, host.dht!)
+        await host.shutdown()
         return result
     } catch {
-        service.stop()
-        await node.shutdown()
+        await host.shutdown()
         throw CLIError("\(error)")
     }
 }
@@ -289,10 +247,10 @@ struct Publish: AsyncParsableCommand {
 
     func run() async throws {
         let value = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-        let (key, acks, attempted) = try await withJoinedDHT(common, dht) { node, s -> ([UInt8], Int, Int) in
+        let (key, acks, attempted) = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { host, s -> ([UInt8], Int, Int) in
             let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
             let (key, env) = RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
-                                                                   expires: Date().addingTimeInterval(ttl), key: node.swarm.identity)
+                                                                   expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
             let (a, t) = try await s.putValue(key, env)
             return (key, a, t)
         }
@@ -333,7 +291,7 @@ struct Provide: AsyncParsableCommand {
     @Argument var cid: String
 
     func run() async throws {
-        let (acks, attempted) = try await withJoinedDHT(common, dht) { _, s in try await s.provide(Array(cid.utf8)) }
+        let (acks, attempted) = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { _, s in try await s.provide(Array(cid.utf8)) }
         print("provided \(cid) to \(acks) of \(attempted) closest peers")
     }
 }
@@ -376,12 +334,13 @@ struct PingCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = common.bootstrapLogging()
-        let key = try common.loadIdentity(logger)
         let addr = try Multiaddr(address)
         guard addr.peerID != nil else { throw ValidationError("the address must end in /p2p/<peer-id>") }
-        let node = Node(identity: key, logger: logger)
+        let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
+        let node = host.node
         do {
-            let conn = try await node.dial(addr)
+            try await host.start()
+            let conn = try await host.connect(addr)
             print("connected to \(conn.remotePeer!) at \(conn.remoteAddress?.description ?? address)")
             var rtts: [Duration] = []
             for i in 0..<count {
@@ -393,10 +352,10 @@ struct PingCommand: AsyncParsableCommand {
             let ms = rtts.map(millis)
             print(String(format: "%d pings: min %.3f ms, avg %.3f ms, max %.3f ms", ms.count, ms.min()!, ms.reduce(0, +) / Double(ms.count), ms.max()!))
         } catch {
-            await node.shutdown()
+            await host.shutdown()
             throw CLIError("ping failed: \(error)")
         }
-        await node.shutdown()
+        await host.shutdown()
     }
 }
 
@@ -408,11 +367,12 @@ struct IdentifyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = common.bootstrapLogging()
-        let key = try common.loadIdentity(logger)
         let addr = try Multiaddr(address)
-        let node = Node(identity: key, logger: logger)
+        let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
+        let node = host.node
         do {
-            let conn = try await node.dial(addr)
+            try await host.start()
+            let conn = try await host.connect(addr)
             let info = try await node.identify(conn)
             let peer = conn.remotePeer!
             if json {
@@ -455,16 +415,21 @@ struct IdentifyCommand: AsyncParsableCommand {
                 }
             }
         } catch {
-            await node.shutdown()
+            await host.shutdown()
             throw CLIError("identify failed: \(error)")
         }
-        await node.shutdown()
+        await host.shutdown()
     }
 }
 
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+
+    /// Runs `body`, turning its error into a message (no Swift error dump for the user).
+    static func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as ValidationError { throw e } catch { throw CLIError("\(error)") }
+    }
 }
 
 func millis(_ d: Duration) -> Double {
@@ -516,17 +481,23 @@ struct Netcheck: AsyncParsableCommand {
 
     func run() async throws {
         let logger = common.bootstrapLogging()
-        let key = try common.loadIdentity(logger)
-        let node = Node(identity: key, logger: logger)
-        let nat = NATService(node: node, dht: nil, logger: logger)
-        _ = try await node.listen([try Multiaddr(listen)])
         let peers = try bootstrap.map { try Multiaddr($0) }
         guard !peers.isEmpty else { throw ValidationError("give peers to ask with --bootstrap") }
+        var config = try oneShotConfiguration(common, dht: nil)
+        config.listenAddresses = [try Multiaddr(listen)]
+        config.nat.serveAutoNAT = true
+        let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }
+        let node = host.node
+        let nat = host.nat
+        do { try await host.start() } catch {
+            await host.shutdown()
+            throw CLIError("\(error)")
+        }
         let deadline = ContinuousClock.now + .milliseconds(Int(duration * 1000))
         var conns: [Connection] = []
         for p in peers {
             do {
-                let c = try await node.dial(p)
+                let c = try await host.connect(p)
                 _ = try await node.identify(c)
                 conns.append(c)
             } catch {
@@ -547,7 +518,7 @@ struct Netcheck: AsyncParsableCommand {
             }
         }
         let r = nat.report()
-        await node.shutdown()
+        await host.shutdown()
         if json {
             let obj: [String: Any] = [
                 "votes": r.votes.map { ["observer": $0.observer.description, "observer_addr": $0.observerAddress.description,

@@ -114,7 +114,7 @@ final class RelayInteropTests: LoopbackNodesTestCase {
         }
         let outcome = try XCTUnwrap(punch.outcomes.first, "no outcome on the Swift side")
         guard case .direct(let how, _) = outcome.result else { return XCTFail("\(outcome)") }
-        XCTAssertEqual(how, "hole punch")
+        XCTAssertEqual(how, .holePunch)
         XCTAssertTrue(b.swarm.connections(to: outcome.peer).contains { !$0.isLimited })
     }
 }

@@ -318,7 +318,7 @@ final class RelayNodeTests: LoopbackNodesTestCase {
         config.tick = 0.1
         let auto = AutoRelay(node: p, client: client, mode: .always, configuration: config, logger: logs.logger(label: "auto"))
         auto.start()
-        defer { auto.stop() }
+        defer { Task { await auto.stop() } }
         _ = try await p.dial(rAddr)  // identify tells it r speaks hop
         try await eventually { client.reservations.count == 1 }
         let expected = rAddr.appending(.p2pCircuit)

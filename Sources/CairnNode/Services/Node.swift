@@ -28,9 +28,8 @@ public final class Node: @unchecked Sendable {
         var identifyTasks: [Connection: Task<IdentifyInfo, Error>] = [:]
         var record: VerifiedEnvelope?
         var recordAddresses: [Multiaddr] = []
-        var identifiedObservers: [@Sendable (Connection, IdentifyInfo) -> Void] = []
-        var extraAddresses: [String: [Multiaddr]] = [:]
-        var addressObservers: [@Sendable () -> Void] = []
+        var extraAddresses: [AddressSource: [Multiaddr]] = [:]
+        var pushPending = false
     }
     private let state = NIOLockedValueBox(State())
 
@@ -40,6 +39,7 @@ public final class Node: @unchecked Sendable {
         self.peerStore = peerStore
         self.logger = logger
         self.swarm = Swarm(identity: identity, configuration: configuration.swarm, group: group, logger: logger)
+        self.dialer = Dialer(swarm: swarm, peerStore: peerStore, logger: logger)
         swarm.handle(Ping.protocolID) { stream in try await Self.servePing(stream) }
         swarm.handle(IdentifyInfo.protocolID) { [weak self] stream in
             guard let self else { throw StreamError.connectionClosed("node is gone") }
@@ -49,8 +49,22 @@ public final class Node: @unchecked Sendable {
             guard let self else { throw StreamError.connectionClosed("node is gone") }
             try await self.receivePush(stream)
         }
-        swarm.onConnected { [weak self] c in self?.connectionEstablished(c) }
+        swarm.events.subscribe { [weak self] event in
+            guard let self else { return }
+            switch event {
+            case .connectionEstablished(let c): self.connectionEstablished(c)
+            case .localProtocolsChanged, .localAddressesChanged: self.schedulePush()
+            default: break
+            }
+        }
     }
+
+    /// The one way services and applications reach a peer by ID (addresses from the caller, the
+    /// peer store and peer routing; concurrent dials coalesced).
+    public let dialer: Dialer
+
+    /// The node's event stream (the swarm's).
+    public var events: EventBus { swarm.events }
 
     public var peerID: PeerID { swarm.peerID }
     public var listenAddresses: [Multiaddr] { swarm.listenAddresses }
@@ -58,29 +72,58 @@ public final class Node: @unchecked Sendable {
     /// What the node tells others it can be reached at (identify, its signed peer record and so
     /// its presence record): the listen addresses and the extra ones set (relayed addresses).
     public var advertisedAddresses: [Multiaddr] {
-        let extra = state.withLockedValue { s in s.extraAddresses.sorted { $0.key < $1.key }.flatMap(\.value) }
+        let extra = state.withLockedValue { s in s.extraAddresses.sorted { $0.key.rawValue < $1.key.rawValue }.flatMap(\.value) }
         var out = swarm.listenAddresses
         for a in extra where !out.contains(a) { out.append(a) }
         return out
     }
 
-    /// Replaces extra advertised addresses (`/p2p/<relay>/p2p-circuit` ones, voted external ones); when they
-    /// change, the peer record is re-signed and the observers told (the DHT republishes presence).
-    /// Each `source` ("relay", "nat") owns its own list.
-    public func setExtraAddresses(_ addresses: [Multiaddr], source: String = "relay") {
-        let (changed, observers) = state.withLockedValue { s -> (Bool, [@Sendable () -> Void]) in
-            guard s.extraAddresses[source, default: []] != addresses else { return (false, []) }
+    /// Where an advertised address beyond the listen addresses comes from; each source owns its list.
+    public enum AddressSource: String, Sendable, CaseIterable {
+        /// `/p2p/<relay>/p2p-circuit` addresses of the relays we hold reservations on.
+        case relay
+        /// External addresses confirmed by the observed-address vote.
+        case observed
+        /// Addresses a port-mapping gateway gave us (once confirmed).
+        case portMapping
+    }
+
+    /// Replaces the extra advertised addresses of `source`; when they change, the peer record is
+    /// re-signed and `localAddressesChanged` emitted (identify push and presence follow).
+    public func setExtraAddresses(_ addresses: [Multiaddr], source: AddressSource = .relay) {
+        let changed = state.withLockedValue { s -> Bool in
+            guard s.extraAddresses[source, default: []] != addresses else { return false }
             s.extraAddresses[source] = addresses
-            return (true, s.addressObservers)
+            return true
         }
         guard changed else { return }
         refreshSignedRecord()
-        for o in observers { o() }
+        events.emit(.localAddressesChanged(advertisedAddresses))
     }
 
-    /// Called whenever the advertised addresses change.
-    public func onAddressesChanged(_ body: @escaping @Sendable () -> Void) {
-        state.withLockedValue { $0.addressObservers.append(body) }
+    public func extraAddresses(from source: AddressSource) -> [Multiaddr] {
+        state.withLockedValue { $0.extraAddresses[source, default: []] }
+    }
+
+    /// Identify push follows every change of our protocols or addresses; changes that come in a
+    /// burst (a service registering several handlers) make one push.
+    private func schedulePush() {
+        let start = state.withLockedValue { s -> Bool in
+            guard !s.pushPending else { return false }
+            s.pushPending = true
+            return true
+        }
+        guard start else { return }
+        swarm.tasks.spawn { [weak self] in
+            try? await Task.sleep(nanoseconds: 20_000_000)
+            guard let self else { return }
+            self.state.withLockedValue { $0.pushPending = false }
+            for c in self.swarm.connections {
+                do { try await self.pushIdentify(to: c) } catch {
+                    self.logger.debug("identify push failed: \(error)", metadata: ["peer": "\(c.remotePeer?.description ?? "?")"])
+                }
+            }
+        }
     }
 
     @discardableResult
@@ -88,8 +131,12 @@ public final class Node: @unchecked Sendable {
         var all: [Multiaddr] = []
         for a in addresses { all += try await swarm.listen(a) }
         refreshSignedRecord()
+        events.emit(.localAddressesChanged(advertisedAddresses))
         return all
     }
+
+    /// The connection new streams to `peer` should use: a direct one when there is one.
+    public func bestConnection(to peer: PeerID) -> Connection? { swarm.bestConnection(to: peer) }
 
     public func dial(_ address: Multiaddr) async throws -> Connection {
         try await swarm.dial(address)
@@ -114,11 +161,6 @@ public final class Node: @unchecked Sendable {
     /// records expire an hour after their seq time, so republishing needs a new one).
     @discardableResult
     public func renewSignedPeerRecord() -> VerifiedEnvelope { refreshSignedRecord(force: true) }
-
-    /// Called with every identify result (automatic, or pushed by the peer).
-    public func onIdentified(_ body: @escaping @Sendable (Connection, IdentifyInfo) -> Void) {
-        state.withLockedValue { $0.identifiedObservers.append(body) }
-    }
 
     @discardableResult
     func refreshSignedRecord(force: Bool = false) -> VerifiedEnvelope {
@@ -156,7 +198,7 @@ public final class Node: @unchecked Sendable {
             let payload = secureRandomBytes(Ping.payloadLength)
             let start = clock.now
             try await stream.write(payload)
-            let echo = try await withTimeout(.seconds(10), on: connection.eventLoop) { try await stream.readExactly(Ping.payloadLength) }
+            let echo = try await withTimeout(.seconds(10)) { try await stream.readExactly(Ping.payloadLength) }
             guard echo == payload else {
                 stream.reset()
                 throw StreamError.protocolViolation("ping reply does not match the payload")
@@ -185,7 +227,7 @@ public final class Node: @unchecked Sendable {
 
     func receivePush(_ stream: MuxedStream) async throws {
         guard let remote = stream.connection.remotePeer else { return }
-        let bytes = try await withTimeout(configuration.identifyTimeout, on: stream.eventLoop) {
+        let bytes = try await withTimeout(configuration.identifyTimeout) {
             try await Self.readIdentifyStream(stream)
         }
         await stream.closeWrite()  // done: the stream is freed on both sides
@@ -220,7 +262,7 @@ public final class Node: @unchecked Sendable {
     public func requestIdentify(_ connection: Connection) async throws -> IdentifyInfo {
         guard let remote = connection.remotePeer else { throw StreamError.connectionClosed("not established") }
         let stream = try await connection.openStream([IdentifyInfo.protocolID])
-        let bytes = try await withTimeout(configuration.identifyTimeout, on: connection.eventLoop) {
+        let bytes = try await withTimeout(configuration.identifyTimeout) {
             try await Self.readIdentifyStream(stream)
         }
         await stream.closeWrite()  // done: the stream is freed on both sides
@@ -269,15 +311,17 @@ public final class Node: @unchecked Sendable {
     }
 
     private func record(_ info: IdentifyInfo, from remote: PeerID, on connection: Connection) {
-        for o in state.withLockedValue({ $0.identifiedObservers }) { o(connection, info) }
         logger.info("identified peer", metadata: [
             "peer": "\(remote)", "agent": "\(info.agentVersion ?? "?")",
             "protocols": "\(info.protocols.joined(separator: ","))",
             "observed": "\(info.observedAddr?.description ?? "-")",
         ])
-        guard let store = peerStore else { return }
-        do { try store.update(peer: remote, info: info, verifiedRecord: info.signedPeerRecordEnvelope) } catch {
-            logger.error("peer store update failed: \(error)")
+        // The store first, so a subscriber that looks the peer up finds what identify said.
+        if let store = peerStore {
+            do { try store.update(peer: remote, info: info, verifiedRecord: info.signedPeerRecordEnvelope) } catch {
+                logger.error("peer store update failed: \(error)")
+            }
         }
+        events.emit(.peerIdentified(connection, info))
     }
 }

@@ -57,6 +57,8 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>)] = [:]
     var nextPingID: UInt32 = 1
     var closeReason: ConnectionError?
+    /// Set by the swarm's keep-alive rule: close as soon as no stream is open.
+    var idleCloseReason: String?
     public private(set) var remotePeer: PeerID?
     let establishedPromise: EventLoopPromise<PeerID>
     let closedPromise: EventLoopPromise<ConnectionError>
@@ -174,9 +176,10 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
         case .remoteClosed(let id):
             guard let s = streams[id] else { return }
             s.receivedFIN()
-            if s.localClosed { streams[id] = nil }
+            if s.localClosed { streams[id] = nil; streamsChanged() }
         case .reset(let id):
             streams.removeValue(forKey: id)?.fail(.reset)
+            streamsChanged()
         case .flushed(let id):
             streams[id]?.flushed()
         case .pong(let opaque):
@@ -202,12 +205,29 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
 
     func streamCloseWrite(_ id: UInt32) {
         perform(machine.closeWrite(id))
-        if let s = streams[id], s.remoteClosed { streams[id] = nil }
+        if let s = streams[id], s.remoteClosed { streams[id] = nil; streamsChanged() }
     }
 
     func streamReset(_ id: UInt32) {
         streams[id] = nil
         perform(machine.reset(id))
+        streamsChanged()
+    }
+
+    /// The keep-alive rule: once marked, the connection closes when its last stream does.
+    private func streamsChanged() {
+        guard let why = idleCloseReason, streams.isEmpty, !machine.isClosed else { return }
+        logger.info("closing an idle \(isLimited ? "relayed " : "")connection: \(why)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+        perform(machine.close())
+    }
+
+    /// Closes the connection now if it carries no stream, else as soon as its last stream ends.
+    public func closeWhenIdle(because reason: String) {
+        eventLoop.execute {
+            guard self.idleCloseReason == nil else { return }
+            self.idleCloseReason = reason
+            self.streamsChanged()
+        }
     }
 
     func streamConsumed(_ id: UInt32, _ count: Int) {
@@ -230,7 +250,7 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
             }
         }.get()
         do {
-            _ = try await withTimeout(timeout, on: eventLoop) { try await stream.negotiateOutbound(protocols) }
+            _ = try await withTimeout(timeout) { try await stream.negotiateOutbound(protocols) }
         } catch {
             stream.reset()
             throw error
@@ -314,7 +334,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 }
 
 /// Runs `body`, failing with `StreamError.timeout` if it takes longer than `timeout`.
-public func withTimeout<T: Sendable>(_ timeout: TimeAmount, on loop: EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withTimeout<T: Sendable>(_ timeout: TimeAmount, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {

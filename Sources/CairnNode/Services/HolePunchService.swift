@@ -8,8 +8,9 @@ import NIOCore
 /// `DCUtR.Initiator` / `DCUtR.Responder`. On an inbound relayed connection this node (B) first
 /// tries connection reversal — dialing the peer's public addresses — and otherwise runs the
 /// exchange; as A it answers and dials on SYNC. When a direct connection appears, new streams
-/// should use it (`Node.bestConnection`), and the relayed one is closed once idle. Every outcome
-/// is kept per peer, with its reason, for `cairn dial` and the connectivity matrix.
+/// should use it (`Swarm.bestConnection`), and the swarm's keep-alive rule closes the relayed one
+/// once idle. Every outcome is kept per peer, with its reason, and emitted as
+/// `holePunchFinished` (for `cairn dial`, the dialer and the connectivity matrix).
 public final class HolePunchService: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// Attempts per upgrade (the spec: 3).
@@ -20,22 +21,65 @@ public final class HolePunchService: @unchecked Sendable {
         public var readTimeout: TimeAmount = .seconds(15)
         /// Offer and dial private addresses too (labs on one LAN, loopback tests).
         public var allowPrivateAddresses = false
-        /// Close the relayed connection this long after the direct one is up, once it is idle.
-        public var relayGrace: TimeInterval = 2
         /// Hole-punch dials leave from the listen port (what NATs need). Off only on one host
         /// (loopback), where our dial and the peer's would otherwise claim the same 4-tuple.
         public var dialFromListenPort = true
         public init() {}
     }
 
+    /// How a relayed connection became a direct one.
+    public enum Method: String, Sendable, Equatable {
+        /// We dialed the peer's public address (no punch needed).
+        case reversal
+        /// DCUtR: both sides dialed at once (simultaneous open).
+        case holePunch = "hole punch"
+        /// The peer's dial reached us (its punch or its reversal).
+        case peersDial = "peer's dial"
+    }
+
+    /// Our part in the upgrade.
+    public enum Role: String, Sendable, Equatable {
+        /// B: the inbound side of the relayed connection, which starts the upgrade.
+        case initiator
+        /// A: the side that dialed through the relay, which answers.
+        case responder
+        /// The peer reached us before either side's exchange decided.
+        case either
+    }
+
+    /// Why a connection stays relayed.
+    public enum StayRelayed: Sendable, Equatable, CustomStringConvertible {
+        case peerLacksDCUtR(String)
+        case exchangeFailed(String)
+        case noAddressEitherSide
+        case peerOfferedNoAddress
+        case peerOfferedNoAddressAndDidNotReachUs
+        case dialsFailed([Multiaddr])
+        case gaveUp(String)
+        case streamError(String)
+
+        public var description: String {
+            switch self {
+            case .peerLacksDCUtR(let e): return "the peer does not speak DCUtR: \(e)"
+            case .exchangeFailed(let e): return "exchange failed: \(e)"
+            case .noAddressEitherSide: return "neither side has a public address to offer (symmetric NAT or no votes yet)"
+            case .peerOfferedNoAddress: return "the peer offered no usable address"
+            case .peerOfferedNoAddressAndDidNotReachUs: return "the peer offered no usable address, and it did not reach ours"
+            case .dialsFailed(let a): return "no dial to \(a.map(\.description).joined(separator: ", ")) got through"
+            case .gaveUp(let r): return r
+            case .streamError(let e): return e
+            }
+        }
+    }
+
     public struct Outcome: Sendable {
         public enum Result: Sendable, Equatable {
-            /// "reversal" (we dialed a public peer) or "hole punch" (after `attempts` exchanges).
-            case direct(how: String, attempts: Int)
-            case relayed(reason: String)
+            /// Direct, by `how` (after `attempts` DCUtR exchanges; 0 without one).
+            case direct(how: Method, attempts: Int)
+            case relayed(reason: StayRelayed)
         }
         public var peer: PeerID
-        public var role: String
+        public var role: Role
         public var result: Result
         /// From the relayed connection's establishment to the direct one's (nil if none).
         public var elapsed: Duration?
@@ -64,19 +108,29 @@ public final class HolePunchService: @unchecked Sendable {
             guard let self else { throw StreamError.connectionClosed("hole punching is gone") }
             try await self.serve(stream)
         }
-        node.swarm.onConnected { [weak self] c in
+        subscription = node.events.subscribe { [weak self] event in
             guard let self else { return }
-            if c.isLimited {
-                self.state.withLockedValue { $0.relayedSince[c.id] = .now }
-            } else if let peer = c.remotePeer {
-                self.directConnectionAppeared(to: peer)
+            switch event {
+            case .connectionEstablished(let c) where c.isLimited:
+                self.state.withLockedValue { s in
+                    // Kept after the connection closes (an outcome may be noted a moment later);
+                    // bounded by dropping the oldest.
+                    if s.relayedSince.count >= 4096, let oldest = s.relayedSince.min(by: { $0.value < $1.value }) {
+                        s.relayedSince[oldest.key] = nil
+                    }
+                    s.relayedSince[c.id] = .now
+                }
+            case .connectionEstablished(let c):
+                if let peer = c.remotePeer { self.directConnectionAppeared(to: peer) }
+            case .peerIdentified(let c, let info) where c.isLimited && c.direction == .inbound:
+                guard let peer = c.remotePeer else { return }
+                self.node.swarm.tasks.spawn { await self.upgrade(c, peer: peer, theirListenAddrs: info.listenAddrs) }
+            default: break
             }
         }
-        node.onIdentified { [weak self] c, info in
-            guard let self, c.isLimited, c.direction == .inbound, let peer = c.remotePeer else { return }
-            self.node.swarm.tasks.spawn { await self.upgrade(c, peer: peer, theirListenAddrs: info.listenAddrs) }
-        }
     }
+
+    var subscription: EventSubscription?
 
     static func flightKey(_ peer: PeerID, _ a: Multiaddr) -> String { "\(peer) \(a)" }
 
@@ -93,47 +147,39 @@ public final class HolePunchService: @unchecked Sendable {
         return DCUtR.dialable(candidates, allowPrivate: configuration.allowPrivateAddresses).kept
     }
 
-    private func hasDirect(to peer: PeerID) -> Bool { node.swarm.connections(to: peer).contains { !$0.isLimited } }
+    private func hasDirect(to peer: PeerID) -> Bool { (node.swarm.directConnection(to: peer) != nil) }
 
-    private func record(_ peer: PeerID, role: String, _ result: Outcome.Result, relayed: Connection?) {
+    private func record(_ peer: PeerID, role: Role, _ result: Outcome.Result, relayed: Connection?) {
         let elapsed: Duration? = {
             guard case .direct = result, let relayed else { return nil }
             return state.withLockedValue { $0.relayedSince[relayed.id] }.map { ContinuousClock.now - $0 }
         }()
-        state.withLockedValue { $0.outcomes[peer] = Outcome(peer: peer, role: role, result: result, elapsed: elapsed, at: Date()) }
+        let outcome = Outcome(peer: peer, role: role, result: result, elapsed: elapsed, at: Date())
+        state.withLockedValue { $0.outcomes[peer] = outcome }
         switch result {
         case .direct(let how, let attempts):
-            logger.notice("direct connection to \(peer) by \(how)", metadata: ["attempts": "\(attempts)", "elapsed": "\(elapsed.map { "\($0)" } ?? "?")"])
+            logger.notice("direct connection to \(peer) by \(how.rawValue)", metadata: ["attempts": "\(attempts)", "elapsed": "\(elapsed.map { "\($0)" } ?? "?")"])
         case .relayed(let reason):
             logger.notice("staying relayed with \(peer): \(reason)")
         }
+        node.events.emit(.holePunchFinished(outcome))
     }
 
-    /// A direct connection exists: the relayed ones to that peer close once idle.
+    /// No outcome for the peer yet, or only a relayed one: a direct connection is news.
+    private func lacksDirectOutcome(_ peer: PeerID) -> Bool {
+        guard case .direct? = outcome(for: peer)?.result else { return true }
+        return false
+    }
+
+    /// A direct connection exists while relayed ones do: note how, from our side, when no
+    /// exchange of ours is deciding it (the swarm's keep-alive rule closes the relayed ones once idle).
     private func directConnectionAppeared(to peer: PeerID) {
         let relayed = node.swarm.connections(to: peer).filter(\.isLimited)
         guard !relayed.isEmpty else { return }
         let upgrading = state.withLockedValue { $0.running.contains(peer) }
-        if !upgrading, outcome(for: peer) == nil || { if case .relayed = outcome(for: peer)!.result { return true }; return false }() {
+        if !upgrading, lacksDirectOutcome(peer) {
             // The peer reached us directly (its punch or its reversal): note it from our side.
-            record(peer, role: "either", .direct(how: "peer's dial", attempts: 0), relayed: relayed.first)
-        }
-        let grace = configuration.relayGrace
-        node.swarm.tasks.spawn { [logger] in
-            try? await Task.sleep(nanoseconds: UInt64(grace * 1e9))
-            for r in relayed {
-                var waited = 0
-                while await r.openStreamCount() > 0 && waited < 60 {
-                    if waited == 0 {
-                        let busy = await r.openStreamProtocols()
-                        logger.debug("relayed connection busy", metadata: ["streams": "\(busy)"])
-                    }
-                    try? await Task.sleep(nanoseconds: 1_000_000_000)
-                    waited += 1
-                }
-                logger.info("closing the relayed connection: a direct one is up", metadata: ["peer": "\(peer)"])
-                await r.close()
-            }
+            record(peer, role: .either, .direct(how: .peersDial, attempts: 0), relayed: relayed.first)
         }
     }
 
@@ -149,7 +195,7 @@ public final class HolePunchService: @unchecked Sendable {
             // Our dial may also come up after the attempt window (a slow handshake under load):
             // a direct connection is a direct connection.
             if await dialAny(peer, publicAddrs, role: .initiator) != nil || hasDirect(to: peer) {
-                return record(peer, role: "initiator", .direct(how: "reversal", attempts: 0), relayed: relayed)
+                return record(peer, role: .initiator, .direct(how: .reversal, attempts: 0), relayed: relayed)
             }
         }
         let ours = ourAddresses()
@@ -160,9 +206,9 @@ public final class HolePunchService: @unchecked Sendable {
             stream = try await relayed.openStream([DCUtR.protocolID])
         } catch {
             if hasDirect(to: peer) {
-                return record(peer, role: "initiator", .direct(how: publicAddrs.isEmpty ? "peer's dial" : "reversal", attempts: 0), relayed: relayed)
+                return record(peer, role: .initiator, .direct(how: publicAddrs.isEmpty ? .peersDial : .reversal, attempts: 0), relayed: relayed)
             }
-            return record(peer, role: "initiator", .relayed(reason: "the peer does not speak DCUtR: \(error)"), relayed: relayed)
+            return record(peer, role: .initiator, .relayed(reason: .peerLacksDCUtR("\(error)")), relayed: relayed)
         }
         defer { stream.reset() }
         var actions = machine.start(now: .now)
@@ -179,30 +225,30 @@ public final class HolePunchService: @unchecked Sendable {
                         }
                     } catch {
                         if hasDirect(to: peer) {
-                            return record(peer, role: "initiator", .direct(how: "hole punch", attempts: machine.attempts), relayed: relayed)
+                            return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
                         }
-                        return record(peer, role: "initiator", .relayed(reason: "exchange failed: \(error)"), relayed: relayed)
+                        return record(peer, role: .initiator, .relayed(reason: .exchangeFailed("\(error)")), relayed: relayed)
                     }
                 case .dial(let addrs, let delay):
                     try? await Task.sleep(for: delay)
                     if hasDirect(to: peer) {
                         machine.succeeded()
-                        return record(peer, role: "initiator", .direct(how: "hole punch", attempts: machine.attempts), relayed: relayed)
+                        return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
                     }
                     if addrs.isEmpty && ours.isEmpty {
                         machine.succeeded()
-                        return record(peer, role: "initiator", .relayed(reason: "neither side has a public address to offer (symmetric NAT or no votes yet)"), relayed: relayed)
+                        return record(peer, role: .initiator, .relayed(reason: .noAddressEitherSide), relayed: relayed)
                     }
                     // Our dial meets the peer's in a simultaneous open when it can dial us; when we
                     // offered nothing it cannot, so ours lands on its listener: be the initiator then.
                     if await dialAny(peer, addrs, role: ours.isEmpty ? .initiator : .responder) != nil || hasDirect(to: peer) {
                         machine.succeeded()
-                        return record(peer, role: "initiator", .direct(how: "hole punch", attempts: machine.attempts), relayed: relayed)
+                        return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
                     }
-                    let why = addrs.isEmpty ? "the peer offered no usable address, and it did not reach ours" : "no dial to \(addrs.map(\.description).joined(separator: ", ")) got through"
-                    next += machine.attemptFailed(now: .now, reason: why)
+                    let why: StayRelayed = addrs.isEmpty ? .peerOfferedNoAddressAndDidNotReachUs : .dialsFailed(addrs)
+                    next += machine.attemptFailed(now: .now, reason: why.description)
                 case .giveUp(let reason):
-                    return record(peer, role: "initiator", .relayed(reason: reason), relayed: relayed)
+                    return record(peer, role: .initiator, .relayed(reason: .gaveUp(reason)), relayed: relayed)
                 }
             }
             actions = next
@@ -230,7 +276,7 @@ public final class HolePunchService: @unchecked Sendable {
                 return  // the initiator is done with the stream: the punch worked
             } catch {
                 logger.info("dcutr: \(error)", metadata: ["peer": "\(peer)"])
-                if outcome(for: peer) == nil { record(peer, role: "responder", .relayed(reason: "\(error)"), relayed: relayed) }
+                if outcome(for: peer) == nil { record(peer, role: .responder, .relayed(reason: .streamError("\(error)")), relayed: relayed) }
                 stream.reset()
                 return
             }
@@ -249,7 +295,7 @@ public final class HolePunchService: @unchecked Sendable {
                 case .dial(let addrs, _):
                     guard !addrs.isEmpty else {
                         logger.info("dcutr: the peer offered no usable address; not dialing", metadata: ["peer": "\(peer)"])
-                        record(peer, role: "responder", .relayed(reason: "the peer offered no usable address"), relayed: relayed)
+                        record(peer, role: .responder, .relayed(reason: .peerOfferedNoAddress), relayed: relayed)
                         continue
                     }
                     // Dial now, while the initiator waits RTT/2; keep reading for its retries.
@@ -258,14 +304,14 @@ public final class HolePunchService: @unchecked Sendable {
                     node.swarm.tasks.spawn { [self] in
                         defer { _ = state.withLockedValue { $0.running.remove(peer) } }
                         if await dialAny(peer, addrs, role: .initiator) != nil {
-                            record(peer, role: "responder", .direct(how: "hole punch", attempts: rounds), relayed: relayed)
+                            record(peer, role: .responder, .direct(how: .holePunch, attempts: rounds), relayed: relayed)
                         } else if !hasDirect(to: peer) {
-                            record(peer, role: "responder", .relayed(reason: "no dial to \(addrs.map(\.description).joined(separator: ", ")) got through"), relayed: relayed)
+                            record(peer, role: .responder, .relayed(reason: .dialsFailed(addrs)), relayed: relayed)
                         }
                     }
                 case .giveUp(let reason):
                     logger.info("dcutr: \(reason)", metadata: ["peer": "\(peer)"])
-                    record(peer, role: "responder", .relayed(reason: reason), relayed: relayed)
+                    record(peer, role: .responder, .relayed(reason: .gaveUp(reason)), relayed: relayed)
                     stream.reset()
                     return
                 }
@@ -276,7 +322,7 @@ public final class HolePunchService: @unchecked Sendable {
     // MARK: Shared
 
     private func readMessage(_ stream: MuxedStream) async throws -> DCUtR.Message {
-        let bytes = try await withTimeout(configuration.readTimeout, on: stream.eventLoop) {
+        let bytes = try await withTimeout(configuration.readTimeout) {
             try await stream.readLengthPrefixed(maxLength: DCUtR.maxMessageSize)
         }
         let (m, skipped) = try DCUtR.decode(bytes)
@@ -289,9 +335,15 @@ public final class HolePunchService: @unchecked Sendable {
     /// attempt's time is up. Dials still in their handshake finish (or time out) on their own.
     private func dialAny(_ peer: PeerID, _ addrs: [Multiaddr], role: SecureConnectionMachine.Role) async -> Connection? {
         guard !addrs.isEmpty else { return nil }
-        let swarm = node.swarm
+        let dialer = node.dialer
         let logger = self.logger
-        let fromListenPort = configuration.dialFromListenPort
+        var options = DialOptions()
+        options.role = role
+        options.portUse = configuration.dialFromListenPort ? .listenPort : .ephemeral
+        options.reuseExisting = false  // a fresh connection: the punch's, with its role
+        options.usePeerStore = false
+        options.useRouting = false
+        options.allowRelayed = false
         // A dial still in flight from the previous attempt keeps its 4-tuple (and its SYN
         // retransmissions may yet meet the peer's): wait for it rather than dial that address again.
         let fresh = state.withLockedValue { s -> [Multiaddr] in
@@ -300,36 +352,31 @@ public final class HolePunchService: @unchecked Sendable {
             s.dialsStarted += new.count
             return new
         }
+        // Settled by the first of: our dial's connection (it counts even if the peer closes it at
+        // once), the peer's dial arriving (an event), every dial of this attempt failing, the deadline.
+        let result = OneShot<Connection?>()
+        let sub = node.events.subscribe { event in
+            if case .connectionEstablished(let c) = event, c.remotePeer == peer, !c.isLimited { result.settle(c) }
+        }
+        defer { sub.cancel() }
+        if let direct = node.swarm.directConnection(to: peer) { return direct }
         let failures = NIOLockedValueBox(0)
-        // Our own dial's connection counts even if the peer closes it before the next poll.
-        let succeeded = NIOLockedValueBox<Connection?>(nil)
+        let base = options
         for a in fresh {
-            swarm.tasks.spawn { [weak self] in
+            node.swarm.tasks.spawn { [weak self] in
                 do {
-                    let c = try await swarm.dial(a.appending(.p2p(peer)), role: role, fromListenPort: fromListenPort)
-                    succeeded.withLockedValue { $0 = $0 ?? c }
+                    var o = base
+                    o.addresses = [a]
+                    result.settle(try await dialer.connect(to: peer, o).connection)
                 } catch {
                     logger.debug("dcutr: dial failed: \(error)", metadata: ["addr": "\(a)"])
-                    failures.withLockedValue { $0 += 1 }
+                    let all = failures.withLockedValue { $0 += 1; return $0 }
+                    if all == fresh.count && fresh.count == addrs.count { result.settle(nil) }
                 }
                 _ = self?.state.withLockedValue { $0.inFlight.remove(Self.flightKey(peer, a)) }
             }
         }
-        let deadline = NIODeadline.now() + configuration.attemptTimeout
-        while NIODeadline.now() < deadline && !Task.isCancelled {
-            if let mine = succeeded.withLockedValue({ $0 }) { return mine }
-            if let direct = swarm.connections(to: peer).first(where: { !$0.isLimited }) { return direct }
-            if !fresh.isEmpty, failures.withLockedValue({ $0 }) == fresh.count, fresh.count == addrs.count { return nil }
-            try? await Task.sleep(nanoseconds: 20_000_000)
-        }
-        return nil
+        return await result.wait(timeout: Duration(configuration.attemptTimeout), fallback: nil)
     }
 }
 
-extension Node {
-    /// The connection new streams to `peer` should use: a direct one when there is one.
-    public func bestConnection(to peer: PeerID) -> Connection? {
-        let all = swarm.connections(to: peer)
-        return all.first { !$0.isLimited } ?? all.first
-    }
-}

@@ -40,6 +40,7 @@ public final class RelayService: @unchecked Sendable {
         var bytesForwarded: UInt64 = 0
         var circuitEnds: [String: Int] = [:]
         var watched: Set<UInt64> = []
+        var subscriptions: [EventSubscription] = []
     }
     private let state: NIOLockedValueBox<State>
     /// Testing: sees every chunk forwarded (to prove it is ciphertext).
@@ -70,15 +71,23 @@ public final class RelayService: @unchecked Sendable {
             node.swarm.unhandle(CircuitRelay.hopProtocolID)
             logger.notice("relay: no longer relaying")
         }
-        // Tell connected peers what we now speak.
-        for c in node.swarm.connections { node.swarm.tasks.spawn { [node] in try? await node.pushIdentify(to: c) } }
+        // Connected peers hear of it by identify push (it follows the protocol change).
     }
 
     public var isServing: Bool { state.withLockedValue { $0.serving } }
 
     /// Volunteers while AutoNAT finds this node publicly reachable, and stops when it does not.
     public func followReachability(of nat: NATService) {
-        nat.onReachabilityChanged { [weak self] r in self?.setServing(r == .public) }
+        let sub = node.events.subscribe { [weak self] event in
+            if case .reachabilityChanged(let r) = event { self?.setServing(r == .public) }
+        }
+        state.withLockedValue { $0.subscriptions.append(sub) }
+    }
+
+    /// Stops following reachability and stops serving.
+    public func stop() {
+        for s in state.withLockedValue({ s -> [EventSubscription] in defer { s.subscriptions = [] }; return s.subscriptions }) { s.cancel() }
+        setServing(false)
     }
 
     public var stats: Stats {
@@ -95,7 +104,7 @@ public final class RelayService: @unchecked Sendable {
 
     func serveHop(_ stream: MuxedStream) async throws {
         guard let peer = stream.connection.remotePeer else { return }
-        let bytes = try await withTimeout(configuration.messageTimeout, on: stream.eventLoop) {
+        let bytes = try await withTimeout(configuration.messageTimeout) {
             try await stream.readLengthPrefixed(maxLength: CircuitRelay.maxMessageSize)
         }
         let message: CircuitRelay.HopMessage
@@ -186,7 +195,7 @@ public final class RelayService: @unchecked Sendable {
             }
         }
         // The reservation's connection carries the stop stream.
-        guard let targetConn = node.swarm.connections(to: target).first(where: { !$0.isLimited }) else {
+        guard let targetConn = node.swarm.directConnection(to: target) else {
             ended = "target gone"
             return try await reply(stream, .connectionFailed)
         }
@@ -195,7 +204,7 @@ public final class RelayService: @unchecked Sendable {
         do {
             stop = try await targetConn.openStream([CircuitRelay.stopProtocolID])
             try await stop.writeLengthPrefixed(CircuitRelay.encode(.connect(CircuitRelay.Peer(id: source), limit: limit)))
-            let answer = try await withTimeout(configuration.messageTimeout, on: stop.eventLoop) {
+            let answer = try await withTimeout(configuration.messageTimeout) {
                 try await stop.readLengthPrefixed(maxLength: CircuitRelay.maxMessageSize)
             }
             guard case .status(let status) = try CircuitRelay.decodeStop(answer), status == .ok else {

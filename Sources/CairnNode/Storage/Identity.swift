@@ -25,7 +25,7 @@ public struct IdentityStore {
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 
     public static var defaultDataDirectory: URL {
-        URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".cairn")
+        DataDirectory.defaultURL()
     }
 
     /// Loads the identity, creating it if it does not exist. Returns the key and whether it was new.

@@ -24,7 +24,7 @@ public enum DHTError: Error, CustomStringConvertible {
 /// the behaviour's requests over streams, feeds answers and failures back, learns DHT servers
 /// from identify, and keeps time (request timeouts, bucket refresh, presence republishing,
 /// expiry sweeps, routing snapshots). The behaviour itself never sees a socket.
-public final class DHTService: @unchecked Sendable {
+public final class DHTService: @unchecked Sendable, PeerRouting {
     public struct Configuration: Sendable {
         public var kademlia = KademliaConfiguration()
         public var republishInterval: TimeInterval = 20 * 60
@@ -62,8 +62,18 @@ public final class DHTService: @unchecked Sendable {
                 try await self.serve(stream)
             }
         }
-        node.onIdentified { [weak self] conn, info in self?.identified(conn, info) }
+        subscription = node.events.subscribe { [weak self] event in
+            switch event {
+            case .peerIdentified(let conn, let info): self?.identified(conn, info)
+            case .localAddressesChanged: self?.addressesChanged()
+            default: break
+            }
+        }
+        node.dialer.addRouting(self)
     }
+
+    private var subscription: EventSubscription?
+    private let presence = NIOLockedValueBox<(task: Task<Void, Never>?, followChanges: Bool)>((nil, false))
 
     public var protocolID: String { configuration.kademlia.protocolID }
 
@@ -86,8 +96,7 @@ public final class DHTService: @unchecked Sendable {
         } else {
             node.swarm.unhandle(protocolID)
         }
-        logger.notice("DHT mode is now \(mode)")
-        for c in node.swarm.connections { node.swarm.tasks.spawn { [node] in try? await node.pushIdentify(to: c) } }
+        logger.notice("DHT mode is now \(mode)")  // identify push follows the protocol change
     }
     public var routingTable: RoutingTable { behaviour.withLockedValue { $0.routingTable } }
 
@@ -120,6 +129,7 @@ public final class DHTService: @unchecked Sendable {
 
     public func stop() {
         timer.withLockedValue { $0?.cancel(); $0 = nil }
+        presence.withLockedValue { $0.task?.cancel(); $0 = (nil, false) }
         saveSnapshot()
         let pending = waiters.withLockedValue { w -> [CheckedContinuation<(QueryResult, QueryStats), Never>] in
             defer { w = [:] }
@@ -210,7 +220,7 @@ public final class DHTService: @unchecked Sendable {
 
     private func send(_ q: QueryID, to peer: PeerID, addresses: [Multiaddr], _ message: KadMessage) async {
         do {
-            let response = try await withTimeout(.seconds(Int64(configuration.kademlia.lookup.requestTimeout)), on: node.swarm.group.next()) {
+            let response = try await withTimeout(.seconds(Int64(configuration.kademlia.lookup.requestTimeout))) {
                 try await self.request(peer, addresses, message)
             }
             perform(behaviour.withLockedValue { $0.responseReceived(q, from: peer, response: response, now: Date()) })
@@ -246,12 +256,25 @@ public final class DHTService: @unchecked Sendable {
     }
 
     func connect(_ peer: PeerID, _ addresses: [Multiaddr]) async throws -> Connection {
-        if let c = node.swarm.connections(to: peer).first { return c }
-        var lastError: Error = SwarmError.missingPeerID(Multiaddr(components: [.p2p(peer)]))
-        for a in addresses.prefix(4) where a.tcpEndpoint != nil {
-            do { return try await node.dial(a.withoutTrailingPeerID.appending(.p2p(peer))) } catch { lastError = error }
+        // The addresses the DHT knows, direct only; never routing (that would be the DHT again).
+        var options = DialOptions()
+        options.addresses = Array(addresses.filter { $0.tcpEndpoint != nil }.prefix(4))
+        options.usePeerStore = false
+        options.useRouting = false
+        return try await node.dialer.connect(to: peer, options).connection
+    }
+
+    // MARK: Peer routing
+
+    /// The peer's addresses: its signed presence record when it has one, else what the closest
+    /// peers say of it (libp2p peer routing: a FIND_NODE lookup towards its ID).
+    public func findPeer(_ peer: PeerID) async throws -> RoutedAddresses {
+        if let record = try? await resolve(peer) {
+            return RoutedAddresses(addresses: record.addresses, source: .presenceRecord(seq: record.seq))
         }
-        throw lastError
+        let closest = try await findClosest(to: peer)
+        guard let found = closest.first(where: { $0.id == peer }), !found.addresses.isEmpty else { throw DHTError.notFound }
+        return RoutedAddresses(addresses: found.addresses, source: .peerRouting)
     }
 
     // MARK: Queries
@@ -334,19 +357,9 @@ public final class DHTService: @unchecked Sendable {
 
     /// Republishes presence every `republishInterval` until the task is cancelled, and at once
     /// whenever the node's advertised addresses change (a relay reservation came or went).
+    @discardableResult
     public func keepPresencePublished() -> Task<Void, Never> {
-        node.onAddressesChanged { [weak self] in
-            guard let self else { return }
-            self.node.swarm.tasks.spawn {
-                do {
-                    let (acks, attempted) = try await self.publishPresence()
-                    self.logger.info("addresses changed: published presence", metadata: ["acks": "\(acks)", "of": "\(attempted)"])
-                } catch {
-                    self.logger.warning("publishing presence after an address change failed: \(error)")
-                }
-            }
-        }
-        return Task { [weak self] in
+        let task = Task { [weak self] in
             while !Task.isCancelled {
                 guard let self else { return }
                 do {
@@ -356,6 +369,23 @@ public final class DHTService: @unchecked Sendable {
                     self.logger.warning("publishing presence failed: \(error)")
                 }
                 try? await Task.sleep(nanoseconds: UInt64(self.configuration.republishInterval * 1e9))
+            }
+        }
+        presence.withLockedValue { $0.task?.cancel(); $0 = (task, true) }
+        return task
+    }
+
+    /// While presence is kept published, an address change (a relay reservation came or went, an
+    /// external address was confirmed) republishes at once.
+    private func addressesChanged() {
+        guard presence.withLockedValue({ $0.followChanges }) else { return }
+        node.swarm.tasks.spawn { [weak self] in
+            guard let self else { return }
+            do {
+                let (acks, attempted) = try await self.publishPresence()
+                self.logger.info("addresses changed: published presence", metadata: ["acks": "\(acks)", "of": "\(attempted)"])
+            } catch {
+                self.logger.warning("publishing presence after an address change failed: \(error)")
             }
         }
     }

@@ -100,7 +100,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         let stream = try await connection.openStream([CircuitRelay.hopProtocolID])
         defer { stream.reset() }
         try await stream.writeLengthPrefixed(CircuitRelay.encode(.reserve))
-        let reply = try await withTimeout(configuration.messageTimeout, on: stream.eventLoop) {
+        let reply = try await withTimeout(configuration.messageTimeout) {
             try await stream.readLengthPrefixed(maxLength: CircuitRelay.maxMessageSize)
         }
         guard case .status(let status, let reservation, let limit) = try CircuitRelay.decodeHop(reply) else {
@@ -148,7 +148,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
             throw RelayError.badAddress(address, "the relay must be reached directly")
         }
         let relayConn: Connection
-        if let c = node.swarm.connections(to: relay).first(where: { !$0.isLimited }) {
+        if let c = node.swarm.directConnection(to: relay) {
             relayConn = c
         } else {
             guard relayAddr.tcpEndpoint != nil else { throw RelayError.badAddress(address, "no connection to the relay and no address for it") }
@@ -157,7 +157,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         let stream = try await relayConn.openStream([CircuitRelay.hopProtocolID])
         do {
             try await stream.writeLengthPrefixed(CircuitRelay.encode(.connect(CircuitRelay.Peer(id: target))))
-            let reply = try await withTimeout(configuration.messageTimeout, on: stream.eventLoop) {
+            let reply = try await withTimeout(configuration.messageTimeout) {
                 try await stream.readLengthPrefixed(maxLength: CircuitRelay.maxMessageSize)
             }
             guard case .status(let status, _, let limit) = try CircuitRelay.decodeHop(reply) else {
@@ -179,7 +179,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
 
     func serveStop(_ stream: MuxedStream) async throws {
         guard let relay = stream.connection.remotePeer else { return }
-        let bytes = try await withTimeout(configuration.messageTimeout, on: stream.eventLoop) {
+        let bytes = try await withTimeout(configuration.messageTimeout) {
             try await stream.readLengthPrefixed(maxLength: CircuitRelay.maxMessageSize)
         }
         let message: CircuitRelay.StopMessage

@@ -52,19 +52,32 @@ public final class AutoRelay: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.state = NIOLockedValueBox(State(mode: mode, active: mode == .always))
-        node.onIdentified { [weak self] c, info in
-            guard let self, let peer = c.remotePeer, !c.isLimited else { return }
-            self.state.withLockedValue { s in
-                if info.protocols.contains(CircuitRelay.hopProtocolID) {
-                    s.candidates[peer] = info.listenAddrs.filter { $0.tcpEndpoint != nil }
-                } else {
-                    s.candidates[peer] = nil  // it stopped volunteering
-                }
+        subscription = node.events.subscribe { [weak self] event in
+            guard let self else { return }
+            switch event {
+            case .peerIdentified(let c, let info): self.identified(c, info)
+            case .reachabilityChanged(let r) where self.followsReachability: self.reachabilityChanged(r)
+            default: break
             }
-            // A new candidate while short of relays: look now rather than at the next tick.
-            if info.protocols.contains(CircuitRelay.hopProtocolID) && self.client.reservations.count < self.configuration.desiredRelays {
-                self.node.swarm.tasks.spawn { await self.round() }
+        }
+    }
+
+    private var subscription: EventSubscription?
+    private let following = NIOLockedValueBox(false)
+    private var followsReachability: Bool { following.withLockedValue { $0 } }
+
+    private func identified(_ c: Connection, _ info: IdentifyInfo) {
+        guard let peer = c.remotePeer, !c.isLimited else { return }
+        state.withLockedValue { s in
+            if info.protocols.contains(CircuitRelay.hopProtocolID) {
+                s.candidates[peer] = info.listenAddrs.filter { $0.tcpEndpoint != nil }
+            } else {
+                s.candidates[peer] = nil  // it stopped volunteering
             }
+        }
+        // A new candidate while short of relays: look now rather than at the next tick.
+        if info.protocols.contains(CircuitRelay.hopProtocolID) && client.reservations.count < configuration.desiredRelays {
+            node.swarm.tasks.spawn { await self.round() }
         }
     }
 
@@ -83,7 +96,7 @@ public final class AutoRelay: @unchecked Sendable {
 
     /// Mode `auto`: reachability comes from `nat`.
     public func followReachability(of nat: NATService) {
-        nat.onReachabilityChanged { [weak self] r in self?.reachabilityChanged(r) }
+        following.withLockedValue { $0 = true }
     }
 
     public var candidates: [PeerID] { state.withLockedValue { Array($0.candidates.keys) } }
@@ -99,7 +112,11 @@ public final class AutoRelay: @unchecked Sendable {
         state.withLockedValue { $0.task = task }
     }
 
-    public func stop() { state.withLockedValue { $0.task?.cancel() } }
+    public func stop() async {
+        let task = state.withLockedValue { s -> Task<Void, Never>? in defer { s.task = nil }; return s.task }
+        task?.cancel()
+        await task?.value
+    }
 
     private func release() {
         for r in client.reservations { client.forget(r.relay) }
@@ -119,7 +136,7 @@ public final class AutoRelay: @unchecked Sendable {
         var changed = false
         let now = Date()
         for r in client.reservations {
-            let conn = node.swarm.connections(to: r.relay).first { !$0.isLimited }
+            let conn = node.swarm.directConnection(to: r.relay)
             if conn == nil || r.expires <= now {
                 logger.notice("auto-relay: lost relay \(r.relay)")
                 client.forget(r.relay)
@@ -170,12 +187,11 @@ public final class AutoRelay: @unchecked Sendable {
     }
 
     private func connection(to peer: PeerID, _ addrs: [Multiaddr]) async throws -> Connection {
-        if let c = node.swarm.connections(to: peer).first(where: { !$0.isLimited }) { return c }
-        var last: Error = SwarmError.dialFailed(Multiaddr(components: [.p2p(peer)]), "no address")
-        for a in addrs {
-            do { return try await node.dial(a.appending(.p2p(peer))) } catch { last = error }
-        }
-        throw last
+        var options = DialOptions()
+        options.addresses = addrs
+        options.allowRelayed = false  // a relay is reached directly
+        options.useRouting = false
+        return try await node.dialer.connect(to: peer, options).connection
     }
 
     /// The node advertises its relayed addresses (its peer record and presence follow).

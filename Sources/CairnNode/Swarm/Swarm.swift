@@ -57,7 +57,6 @@ public final class Swarm: @unchecked Sendable {
         var handshaking: Set<Connection> = []
         var listeners: [Channel] = []
         var listenAddresses: [Multiaddr] = []
-        var connectedObservers: [@Sendable (Connection) -> Void] = []
         var transports: [any SwarmTransport] = []
         var inboundRoles: [[UInt8]: (role: SecureConnectionMachine.Role, until: NIODeadline)] = [:]
         var shutDown = false
@@ -66,6 +65,8 @@ public final class Swarm: @unchecked Sendable {
     /// Stream handlers and other work still using connections: shutdown waits for them before
     /// the event loops go away (a task touching a shut-down loop leaks its promise).
     let tasks = TaskSet()
+    /// The node's one event stream: connections, identify, addresses, reachability, hole punches.
+    public let events = EventBus()
 
     public init(identity: PrivateKey, configuration: Configuration = Configuration(), group: EventLoopGroup? = nil, logger: Logger) {
         self.identity = identity
@@ -78,29 +79,31 @@ public final class Swarm: @unchecked Sendable {
     public var peerID: PeerID { identity.peerID }
 
     /// Registers the handler for a protocol; inbound streams that negotiate it are handed over.
+    /// Registering a new protocol emits `localProtocolsChanged` (identify push follows);
+    /// replacing a handler does not.
     public func handle(_ protocolID: String, _ handler: @escaping StreamHandler) {
-        state.withLockedValue {
-            if $0.handlers[protocolID] == nil { $0.handlerOrder.append(protocolID) }
-            $0.handlers[protocolID] = handler
+        let changed = state.withLockedValue { s -> [String]? in
+            let new = s.handlers[protocolID] == nil
+            if new { s.handlerOrder.append(protocolID) }
+            s.handlers[protocolID] = handler
+            return new ? s.handlerOrder : nil
         }
+        if let changed { events.emit(.localProtocolsChanged(changed)) }
     }
 
     /// Stops serving a protocol (for example the DHT when reachability turns private).
     public func unhandle(_ protocolID: String) {
-        state.withLockedValue {
-            $0.handlers[protocolID] = nil
-            $0.handlerOrder.removeAll { $0 == protocolID }
+        let changed = state.withLockedValue { s -> [String]? in
+            guard s.handlers.removeValue(forKey: protocolID) != nil else { return nil }
+            s.handlerOrder.removeAll { $0 == protocolID }
+            return s.handlerOrder
         }
+        if let changed { events.emit(.localProtocolsChanged(changed)) }
     }
 
     public func isHandling(_ protocolID: String) -> Bool { state.withLockedValue { $0.handlers[protocolID] != nil } }
 
     public var supportedProtocols: [String] { state.withLockedValue { $0.handlerOrder } }
-
-    /// Called for every newly established connection (after the upgrade).
-    public func onConnected(_ body: @escaping @Sendable (Connection) -> Void) {
-        state.withLockedValue { $0.connectedObservers.append(body) }
-    }
 
     public var connections: [Connection] { state.withLockedValue { Array($0.connections) } }
 
@@ -158,6 +161,16 @@ public final class Swarm: @unchecked Sendable {
     /// `connectTimeout` bounds the TCP connect (default: the handshake timeout).
     public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator, fromListenPort: Bool = true,
                      connectTimeout: TimeAmount? = nil) async throws -> Connection {
+        do {
+            return try await dialTransport(address, role: role, fromListenPort: fromListenPort, connectTimeout: connectTimeout)
+        } catch {
+            events.emit(.dialFailed(peer: address.peerID, address: address, reason: "\(error)"))
+            throw error
+        }
+    }
+
+    private func dialTransport(_ address: Multiaddr, role: SecureConnectionMachine.Role, fromListenPort: Bool,
+                               connectTimeout: TimeAmount?) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
         if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
             return try await t.dial(address)
@@ -228,10 +241,14 @@ public final class Swarm: @unchecked Sendable {
         connection.onInboundStream = { [weak self] stream in self?.acceptStream(stream) }
         connection.onEstablished = { [weak self] c in self?.established(c) }
         state.withLockedValue { _ = $0.handshaking.insert(connection) }
-        connection.closed.whenComplete { [weak self] _ in
-            self?.state.withLockedValue {
-                $0.connections.remove(connection)
-                $0.handshaking.remove(connection)
+        connection.closed.whenComplete { [weak self] result in
+            guard let self else { return }
+            let wasEstablished = self.state.withLockedValue { s -> Bool in
+                s.handshaking.remove(connection)
+                return s.connections.remove(connection) != nil
+            }
+            if wasEstablished, case .success(let reason) = result {
+                self.events.emit(.connectionClosed(connection, reason: reason))
             }
         }
         return connection
@@ -263,13 +280,32 @@ public final class Swarm: @unchecked Sendable {
     public func addTransport(_ t: any SwarmTransport) { state.withLockedValue { $0.transports.append(t) } }
 
     private func established(_ connection: Connection) {
-        let observers = state.withLockedValue { s -> [@Sendable (Connection) -> Void] in
+        let limitedToSamePeer = state.withLockedValue { s -> [Connection] in
             s.handshaking.remove(connection)
             s.connections.insert(connection)
-            return s.connectedObservers
+            guard !connection.isLimited, let peer = connection.remotePeer else { return [] }
+            return s.connections.filter { $0.isLimited && $0.remotePeer == peer }
         }
-        for o in observers { o(connection) }
+        // Keep-alive rule: a relayed connection is kept only while no direct one exists or while
+        // it carries streams; once both are false it closes (no timer, no poll).
+        for r in limitedToSamePeer { r.closeWhenIdle(because: "a direct connection to the peer is up") }
+        events.emit(.connectionEstablished(connection))
     }
+
+    /// A connection to `peer`: with `preferDirect`, a direct one when there is one (new streams
+    /// should use it), else a relayed one; without, any.
+    public func connection(to peer: PeerID, preferDirect: Bool = true) -> Connection? {
+        let all = connections(to: peer)
+        return preferDirect ? all.first { !$0.isLimited } ?? all.first : all.first
+    }
+
+    /// A direct (not relayed) connection to `peer`, if any.
+    public func directConnection(to peer: PeerID) -> Connection? {
+        connections(to: peer).first { !$0.isLimited }
+    }
+
+    /// The connection new streams to `peer` should use: a direct one when there is one.
+    public func bestConnection(to peer: PeerID) -> Connection? { connection(to: peer, preferDirect: true) }
 
     private func acceptStream(_ stream: MuxedStream) {
         let (handlers, order) = state.withLockedValue { ($0.handlers, $0.handlerOrder) }
@@ -278,7 +314,7 @@ public final class Swarm: @unchecked Sendable {
         let started = tasks.spawn {
             let proto: String
             do {
-                proto = try await withTimeout(timeout, on: stream.eventLoop) { try await stream.negotiateInbound(order) }
+                proto = try await withTimeout(timeout) { try await stream.negotiateInbound(order) }
             } catch {
                 logger.debug("inbound stream negotiation failed: \(error)", metadata: ["peer": "\(stream.connection.remotePeer?.description ?? "?")"])
                 stream.reset()

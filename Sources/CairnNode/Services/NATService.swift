@@ -18,6 +18,17 @@ public final class NATService: @unchecked Sendable {
         public var minServersToDecide = 2
         /// Adversarial testing only: answer every dial-back request with this status, dialing nobody.
         public var testingAutoNATAnswer: AutoNAT.Status?
+        /// After `start()`: when to ask peers for dial-backs (seconds after the previous round);
+        /// the last entry repeats. Soon after joining, often at first, then every 15 minutes.
+        public var probeSchedule: [Duration] = [.seconds(5), .seconds(30), .seconds(60), .seconds(60), .seconds(60), .seconds(900)]
+        /// Peers asked per round.
+        public var probesPerRound = 3
+        /// Advertise confirmed external addresses (identify, peer record, presence): a running
+        /// node does; a one-shot dialer does not (a peer's reversal towards our NAT's address
+        /// would only leave state on the 4-tuple a hole punch needs).
+        public var advertiseExternalAddresses = false
+        /// How often confirmed addresses are re-checked for age (votes expire with time, too).
+        public var externalAddressRecheck: Duration = .seconds(10)
         public init() {}
     }
 
@@ -55,7 +66,8 @@ public final class NATService: @unchecked Sendable {
         var policy: AutoNAT.ServerPolicy
         var contacted: Set<[UInt8]> = []
         var inboundFromUncontacted = false
-        var reachabilityObservers: [@Sendable (AutoNAT.ReachabilityTracker.Reachability) -> Void] = []
+        var confirmed: [Multiaddr] = []
+        var tasks: [Task<Void, Never>] = []
     }
     private let state: NIOLockedValueBox<State>
 
@@ -67,13 +79,75 @@ public final class NATService: @unchecked Sendable {
         self.state = NIOLockedValueBox(State(book: ObservedAddressBook(configuration: configuration.observed),
                                              tracker: AutoNAT.ReachabilityTracker(minServersToDecide: configuration.minServersToDecide),
                                              policy: configuration.policy))
-        node.onIdentified { [weak self] c, info in self?.identified(c, info) }
-        node.swarm.onConnected { [weak self] c in self?.connected(c) }
+        subscription = node.events.subscribe { [weak self] event in
+            switch event {
+            case .peerIdentified(let c, let info): self?.identified(c, info)
+            case .connectionEstablished(let c): self?.connected(c)
+            case .connectionClosed: self?.refreshExternalAddresses()
+            default: break
+            }
+        }
+        node.dialer.setExternalAddressSource { [weak self] in self?.externalAddresses ?? [] }
         if configuration.serveAutoNAT {
             node.swarm.handle(AutoNAT.protocolID) { [weak self] stream in
                 guard let self else { throw StreamError.connectionClosed("AutoNAT service is gone") }
                 try await self.serve(stream)
             }
+        }
+    }
+
+    private var subscription: EventSubscription?
+
+    // MARK: Lifecycle
+
+    /// Starts asking peers for dial-backs on `probeSchedule` and re-checking confirmed addresses.
+    public func start() {
+        let probing = Task { [weak self] in
+            var round = 0
+            while !Task.isCancelled {
+                guard let schedule = self?.configuration.probeSchedule, !schedule.isEmpty else { return }
+                try? await Task.sleep(for: schedule[min(round, schedule.count - 1)])
+                round += 1
+                guard let self, !Task.isCancelled else { return }
+                await self.probeRound()
+            }
+        }
+        let recheck = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let every = self?.configuration.externalAddressRecheck else { return }
+                try? await Task.sleep(for: every)
+                self?.refreshExternalAddresses()
+            }
+        }
+        state.withLockedValue { $0.tasks += [probing, recheck] }
+    }
+
+    public func stop() async {
+        let tasks = state.withLockedValue { s -> [Task<Void, Never>] in defer { s.tasks = [] }; return s.tasks }
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
+    }
+
+    /// Asks a few (direct) peers to dial us back, at once.
+    public func probeRound() async {
+        let peers = node.swarm.connections.filter { !$0.isLimited }.shuffled().prefix(configuration.probesPerRound)
+        await withTaskGroup(of: Void.self) { g in
+            for c in peers { g.addTask { _ = try? await self.probe(c) } }
+        }
+    }
+
+    /// Emits confirmed / expired external addresses and advertises the confirmed ones.
+    func refreshExternalAddresses() {
+        let now = externalAddresses
+        let (added, removed) = state.withLockedValue { s -> ([Multiaddr], [Multiaddr]) in
+            defer { s.confirmed = now }
+            return (now.filter { !s.confirmed.contains($0) }, s.confirmed.filter { !now.contains($0) })
+        }
+        guard !added.isEmpty || !removed.isEmpty else { return }
+        for a in added { node.events.emit(.externalAddressConfirmed(a)) }
+        for a in removed { node.events.emit(.externalAddressExpired(a)) }
+        if configuration.advertiseExternalAddresses {
+            node.setExtraAddresses(now.filter { $0.tcpEndpoint != nil }, source: .observed)
         }
     }
 
@@ -102,11 +176,7 @@ public final class NATService: @unchecked Sendable {
         if let rejection {
             logger.info("ignored an observed address: \(rejection)", metadata: ["peer": "\(c.remotePeer?.description ?? "?")", "observed": "\(observed)"])
         }
-    }
-
-    /// Called whenever AutoNAT's reachability verdict changes (relaying and auto-relay follow it).
-    public func onReachabilityChanged(_ body: @escaping @Sendable (AutoNAT.ReachabilityTracker.Reachability) -> Void) {
-        state.withLockedValue { $0.reachabilityObservers.append(body) }
+        refreshExternalAddresses()
     }
 
     public var externalAddresses: [Multiaddr] { state.withLockedValue { $0.book.externalAddresses(now: Date()) } }
@@ -153,6 +223,7 @@ public final class NATService: @unchecked Sendable {
             } catch {
                 logger.debug("STUN query failed: \(error)", metadata: ["peer": "\(peer)"])
             }
+            refreshExternalAddresses()
         }
         return answered
     }
@@ -161,7 +232,7 @@ public final class NATService: @unchecked Sendable {
 
     func serve(_ stream: MuxedStream) async throws {
         guard let requester = stream.connection.remotePeer, let (observedIP, _) = stream.connection.remoteAddress?.tcpEndpoint else { return }
-        let bytes = try await withTimeout(.seconds(10), on: stream.eventLoop) {
+        let bytes = try await withTimeout(.seconds(10)) {
             try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
         }
         let reply: AutoNAT.Message
@@ -193,7 +264,7 @@ public final class NATService: @unchecked Sendable {
     private func dialBack(_ peer: PeerID, _ targets: [Multiaddr]) async -> AutoNAT.Message {
         let swarm = node.swarm
         let logger = self.logger
-        let reached: Multiaddr? = try? await withTimeout(configuration.dialBackTimeout, on: swarm.group.next()) {
+        let reached: Multiaddr? = try? await withTimeout(configuration.dialBackTimeout) {
             await withTaskGroup(of: Multiaddr?.self) { g in
                 for t in targets {
                     g.addTask {
@@ -242,7 +313,7 @@ public final class NATService: @unchecked Sendable {
     public func probe(_ connection: Connection) async throws -> AutoNAT.Status {
         let stream = try await connection.openStream([AutoNAT.protocolID])
         try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: candidateAddresses())))
-        let bytes = try await withTimeout(configuration.dialBackTimeout + .seconds(5), on: connection.eventLoop) {
+        let bytes = try await withTimeout(configuration.dialBackTimeout + .seconds(5)) {
             try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
         }
         await stream.closeWrite()
@@ -269,7 +340,7 @@ public final class NATService: @unchecked Sendable {
             case .private: dht?.setMode(.client)
             case .unknown: break
             }
-            for o in state.withLockedValue({ $0.reachabilityObservers }) { o(now.reachability) }
+            node.events.emit(.reachabilityChanged(now.reachability))
         }
         return status
     }

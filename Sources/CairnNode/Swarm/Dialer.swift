@@ -1,0 +1,329 @@
+import CairnCore
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A source of a peer's addresses beyond the caller and the peer store: the DHT (its signed
+/// presence record, or libp2p peer routing).
+public protocol PeerRouting: AnyObject, Sendable {
+    func findPeer(_ peer: PeerID) async throws -> RoutedAddresses
+}
+
+/// Addresses a routing source found for a peer, and how.
+public struct RoutedAddresses: Sendable {
+    public enum Source: Sendable, Equatable, CustomStringConvertible {
+        /// The peer's own signed presence record (verified), with its seq.
+        case presenceRecord(seq: UInt64)
+        /// The closest peers' view of it (FIND_NODE): unsigned hints.
+        case peerRouting
+        public var description: String {
+            switch self {
+            case .presenceRecord(let seq): return "presence record seq \(seq)"
+            case .peerRouting: return "peer routing"
+            }
+        }
+    }
+    public var addresses: [Multiaddr]
+    public var source: Source
+    public init(addresses: [Multiaddr], source: Source) {
+        self.addresses = addresses
+        self.source = source
+    }
+}
+
+/// How to reach a peer (`Dialer.connect`).
+public struct DialOptions: Sendable {
+    public enum PortUse: Sendable {
+        /// From the listen port (SO_REUSEPORT): what a hole punch needs.
+        case listenPort
+        /// From an ephemeral port: a failed SYN leaves no NAT state on the listen port's 4-tuples.
+        case ephemeral
+    }
+    /// Addresses to try first (the peer store's and routing's follow).
+    public var addresses: [Multiaddr] = []
+    /// The security role on the new connection (a hole punch fixes it; otherwise the initiator).
+    public var role: SecureConnectionMachine.Role = .initiator
+    public var portUse: PortUse = .listenPort
+    /// Bounds each direct address's TCP connect.
+    public var connectTimeout: Duration = .seconds(5)
+    /// Bounds the whole dial (every address, routing included).
+    public var timeout: Duration = .seconds(60)
+    /// Whether a relayed (limited) connection is an acceptable result.
+    public var allowRelayed = true
+    /// Skip the direct addresses: go through a relay (and let hole punching upgrade it).
+    public var relayedOnly = false
+    /// Add the peer store's addresses after the caller's.
+    public var usePeerStore = true
+    /// Ask routing (the DHT) when the caller and the peer store know no address that works.
+    public var useRouting = true
+    /// Return an existing connection when there is one (and share a dial already in flight).
+    /// Off: always a new connection (dial-backs, hole punches).
+    public var reuseExisting = true
+    /// With a relayed result: how long to wait for the peer to upgrade it to a direct one.
+    public var waitForUpgrade: Duration = .zero
+    /// Before dialing, wait up to this long for a confirmed external address (what a hole punch
+    /// offers the peer), when we have none yet.
+    public var waitForExternalAddress: Duration = .zero
+    public init() {}
+}
+
+public struct DialFailure: Sendable, CustomStringConvertible {
+    public var address: Multiaddr
+    public var reason: String
+    public var description: String { "\(address): \(reason)" }
+}
+
+/// What `Dialer.connect` got, and how.
+public struct DialOutcome: Sendable {
+    public enum Path: Sendable, Equatable, CustomStringConvertible {
+        /// A connection that already existed (a direct one when there was one).
+        case existing
+        /// A new direct connection.
+        case direct
+        /// Relayed, and it stays so (`whyRelayed` says why).
+        case relayed
+        /// Relayed at first, then direct: by hole punch, connection reversal or the peer's dial.
+        case upgraded(HolePunchService.Method?)
+        public var description: String {
+            switch self {
+            case .existing: return "existing"
+            case .direct: return "direct"
+            case .relayed: return "relayed"
+            case .upgraded: return "upgraded"
+            }
+        }
+    }
+    /// The connection new streams should use.
+    public var connection: Connection
+    public var path: Path
+    /// The relayed connection we had first (upgraded or relayed paths).
+    public var relayedConnection: Connection?
+    /// Addresses that failed, with their reasons.
+    public var failures: [DialFailure]
+    /// Where the addresses came from, when routing was asked.
+    public var routed: RoutedAddresses?
+    /// From the call to the first usable connection.
+    public var elapsed: Duration
+    /// From the relayed connection to the direct one (as the hole-punch side measured it).
+    public var upgradeElapsed: Duration?
+    /// Why the connection stays relayed (`.relayed`).
+    public var whyRelayed: String?
+}
+
+public enum DialError: Error, CustomStringConvertible {
+    case noAddresses(PeerID)
+    case unreachable(PeerID, [DialFailure])
+    case relayedNotAllowed(PeerID, [DialFailure])
+    case timedOut(PeerID)
+
+    public var description: String {
+        switch self {
+        case .noAddresses(let p): return "no known address for \(p) (caller, peer store and routing had none)"
+        case .unreachable(let p, let f):
+            return "could not reach \(p) at any of its \(f.count) addresses:\n  " + f.map(\.description).joined(separator: "\n  ")
+        case .relayedNotAllowed(let p, let f):
+            return "only relayed addresses for \(p), and a relayed connection was not acceptable"
+                + (f.isEmpty ? "" : ":\n  " + f.map(\.description).joined(separator: "\n  "))
+        case .timedOut(let p): return "dialing \(p) timed out"
+        }
+    }
+}
+
+/// The one way to reach a peer by ID: addresses from the caller, the peer store and routing;
+/// direct addresses first, then relayed ones; concurrent calls for one peer share one dial.
+public final class Dialer: Sendable {
+    let swarm: Swarm
+    let peerStore: PeerStore?
+    let logger: Logger
+    private struct State {
+        var inFlight: [PeerID: Task<DialOutcome, Error>] = [:]
+        var routing: [any PeerRouting] = []
+        var externalAddresses: @Sendable () -> [Multiaddr] = { [] }
+    }
+    private let state = NIOLockedValueBox(State())
+    /// Dials actually started (coalesced calls count once).
+    private let dialsStarted = NIOLockedValueBox(0)
+
+    init(swarm: Swarm, peerStore: PeerStore?, logger: Logger) {
+        self.swarm = swarm
+        self.peerStore = peerStore
+        self.logger = logger
+    }
+
+    /// Adds a routing source (the DHT registers itself).
+    public func addRouting(_ routing: any PeerRouting) { state.withLockedValue { $0.routing.append(routing) } }
+
+    /// Where `waitForExternalAddress` looks (the NAT service sets it).
+    public func setExternalAddressSource(_ source: @escaping @Sendable () -> [Multiaddr]) {
+        state.withLockedValue { $0.externalAddresses = source }
+    }
+
+    public var dialCount: Int { dialsStarted.withLockedValue { $0 } }
+
+    /// Connects to `peer`. With `reuseExisting` (the default), an existing connection is returned
+    /// and concurrent calls share one dial (the first caller's options apply).
+    public func connect(to peer: PeerID, _ options: DialOptions = DialOptions()) async throws -> DialOutcome {
+        let started = ContinuousClock.now
+        if options.reuseExisting, let c = swarm.bestConnection(to: peer), options.allowRelayed || !c.isLimited {
+            if !c.isLimited || options.waitForUpgrade == .zero {
+                return DialOutcome(connection: c, path: .existing, failures: [], elapsed: ContinuousClock.now - started)
+            }
+        }
+        guard options.reuseExisting else { return try await run(peer, options) }
+        let task = state.withLockedValue { s -> Task<DialOutcome, Error> in
+            if let t = s.inFlight[peer] { return t }
+            let t = Task { try await self.run(peer, options) }
+            s.inFlight[peer] = t
+            return t
+        }
+        defer { state.withLockedValue { s in if s.inFlight[peer] == task { s.inFlight[peer] = nil } } }
+        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    }
+
+    private func run(_ peer: PeerID, _ options: DialOptions) async throws -> DialOutcome {
+        dialsStarted.withLockedValue { $0 += 1 }
+        let limit = options.timeout
+        do {
+            return try await withTimeout(TimeAmount(limit)) {
+                try await self.attempt(peer, options)
+            }
+        } catch StreamError.timeout {
+            throw DialError.timedOut(peer)
+        }
+    }
+
+    private func attempt(_ peer: PeerID, _ options: DialOptions) async throws -> DialOutcome {
+        let started = ContinuousClock.now
+        if options.waitForExternalAddress > .zero {
+            let source = state.withLockedValue { $0.externalAddresses }
+            let deadline = ContinuousClock.now + options.waitForExternalAddress
+            // A short wait on a value another service keeps; nothing to subscribe to cheaper.
+            while source().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        var failures: [DialFailure] = []
+        var tried: Set<Multiaddr> = []
+        var routed: RoutedAddresses?
+        // Candidates: the caller's, then the peer store's; routing only if those give nothing.
+        var candidates = options.addresses
+        if options.usePeerStore, let stored = try? peerStore?.peer(peer) { candidates += stored.addresses }
+        if let o = try await tryAddresses(candidates, peer, options, &failures, &tried, started: started, routed: nil) { return o }
+        if options.useRouting {
+            for source in state.withLockedValue({ $0.routing }) {
+                do {
+                    let found = try await source.findPeer(peer)
+                    routed = found
+                    if let o = try await tryAddresses(found.addresses, peer, options, &failures, &tried, started: started, routed: found) { return o }
+                } catch {
+                    logger.debug("routing found no address for \(peer): \(error)")
+                }
+            }
+        }
+        if tried.isEmpty {
+            if routed != nil { throw DialError.unreachable(peer, failures) }
+            throw DialError.noAddresses(peer)
+        }
+        throw DialError.unreachable(peer, failures)
+    }
+
+    /// Direct addresses one at a time, then (if acceptable) relayed ones.
+    private func tryAddresses(_ addrs: [Multiaddr], _ peer: PeerID, _ options: DialOptions, _ failures: inout [DialFailure],
+                              _ tried: inout Set<Multiaddr>, started: ContinuousClock.Instant, routed: RoutedAddresses?) async throws -> DialOutcome? {
+        let fresh = addrs.map { $0.withoutTrailingPeerID }.filter { tried.insert($0).inserted }
+        let direct = options.relayedOnly ? [] : fresh.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP }
+        let relayed = fresh.filter(\.isRelayed)
+        let connectTimeout = TimeAmount(options.connectTimeout)
+        for a in direct {
+            try Task.checkCancellation()
+            do {
+                let c = try await swarm.dial(a.appending(.p2p(peer)), role: options.role, fromListenPort: options.portUse == .listenPort,
+                                             connectTimeout: connectTimeout)
+                return DialOutcome(connection: c, path: .direct, failures: failures, routed: routed, elapsed: ContinuousClock.now - started)
+            } catch {
+                failures.append(DialFailure(address: a, reason: "\(error)"))
+            }
+        }
+        guard options.allowRelayed else {
+            if !relayed.isEmpty && direct.isEmpty { throw DialError.relayedNotAllowed(peer, failures) }
+            return nil
+        }
+        for a in relayed {
+            try Task.checkCancellation()
+            // Hear about the upgrade from the moment the relayed connection can exist.
+            let events = options.waitForUpgrade > .zero ? swarm.events.stream() : nil
+            do {
+                let c = try await swarm.dial(a.appending(.p2p(peer)))
+                var outcome = DialOutcome(connection: c, path: .relayed, relayedConnection: c, failures: failures, routed: routed,
+                                          elapsed: ContinuousClock.now - started)
+                if let events { await waitForUpgrade(of: &outcome, peer: peer, events: events, within: options.waitForUpgrade) }
+                return outcome
+            } catch {
+                failures.append(DialFailure(address: a, reason: "\(error)"))
+            }
+        }
+        return nil
+    }
+
+    /// Waits (on the event stream, no polling) for a direct connection to the peer and the
+    /// hole-punch outcome that explains it, or for the outcome that says it stays relayed.
+    private func waitForUpgrade(of outcome: inout DialOutcome, peer: PeerID, events: AsyncStream<NodeEvent>, within: Duration) async {
+        let result = OneShot<(Connection?, HolePunchService.Outcome?)>()
+        let watcher = Task {
+            var direct: Connection? = swarm.directConnection(to: peer)
+            var directSeenAt: ContinuousClock.Instant? = direct == nil ? nil : .now
+            var grace: Task<Void, Never>?
+            defer { grace?.cancel() }
+            for await e in events {
+                switch e {
+                case .connectionEstablished(let c) where c.remotePeer == peer && !c.isLimited:
+                    direct = direct ?? c
+                    if directSeenAt == nil {
+                        directSeenAt = .now
+                        // The hole-punch side notes how a moment after the connection is up.
+                        let d = direct
+                        grace = Task { try? await Task.sleep(for: .seconds(1)); result.settle((d, nil)) }
+                    }
+                case .holePunchFinished(let o) where o.peer == peer:
+                    if case .direct = o.result {
+                        result.settle((direct ?? swarm.directConnection(to: peer), o))
+                    } else if direct == nil {
+                        result.settle((nil, o))
+                    }
+                default: break
+                }
+                if result.isSettled { break }
+            }
+        }
+        defer { watcher.cancel() }
+        let (direct, punch) = await result.wait(timeout: within, fallback: (nil, nil))
+        if let d = direct ?? swarm.directConnection(to: peer) {
+            outcome.connection = d
+            var method: HolePunchService.Method?
+            if let punch, case .direct(let how, _) = punch.result { method = how }
+            outcome.path = .upgraded(method)
+            outcome.upgradeElapsed = punch?.elapsed
+            return
+        }
+        if let punch, case .relayed(let reason) = punch.result {
+            outcome.whyRelayed = "\(reason)"
+        } else {
+            outcome.whyRelayed = "the peer did not start a hole punch within \(within)"
+        }
+    }
+}
+
+extension Multiaddr {
+    /// A `/p2p-circuit` address (reached through a relay).
+    public var isRelayed: Bool { components.contains(.p2pCircuit) }
+}
+
+extension TimeAmount {
+    /// The configuration's one time type is `Duration`; NIO's timers take this.
+    public init(_ d: Duration) {
+        self = .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+    }
+}
+
+extension Duration {
+    public init(_ t: TimeAmount) { self = .nanoseconds(t.nanoseconds) }
+}
