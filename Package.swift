@@ -78,6 +78,12 @@ let package = Package(
             name: "cairn-natmatrix",
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // docs/embedding.md: an application that embeds a CairnHost (built and run by the tests).
+        .executableTarget(
+            name: "cairn-example-echo",
+            dependencies: ["CairnNode", "CairnCore", .product(name: "Logging", package: "swift-log")],
+            path: "Examples/Echo"
+        ),
         .executableTarget(
             name: "cairn-bench",
             dependencies: [

@@ -137,7 +137,7 @@ public final class Dialer: Sendable {
     let peerStore: PeerStore?
     let logger: Logger
     private struct State {
-        var inFlight: [PeerID: Task<DialOutcome, Error>] = [:]
+        var inFlight: [FlightKey: Flight] = [:]
         var routing: [any PeerRouting] = []
         var externalAddresses: @Sendable () -> [Multiaddr] = { [] }
     }
@@ -171,14 +171,41 @@ public final class Dialer: Sendable {
             }
         }
         guard options.reuseExisting else { return try await run(peer, options) }
-        let task = state.withLockedValue { s -> Task<DialOutcome, Error> in
-            if let t = s.inFlight[peer] { return t }
-            let t = Task { try await self.run(peer, options) }
-            s.inFlight[peer] = t
-            return t
+        // Dials that may ask routing and dials that may not are kept apart: routing (the DHT)
+        // dials peers itself, the target among them, and must not wait for its own caller.
+        let key = FlightKey(peer: peer, routing: options.useRouting)
+        let flight = state.withLockedValue { s -> Flight in
+            if let f = s.inFlight[key] { f.waiters += 1; return f }
+            let f = Flight(Task { try await self.run(peer, options) })
+            s.inFlight[key] = f
+            return f
         }
-        defer { state.withLockedValue { s in if s.inFlight[peer] == task { s.inFlight[peer] = nil } } }
-        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+        let mine = OneShot<Result<DialOutcome, Error>>()
+        let relay = Task { mine.settle(await flight.task.result) }
+        defer { relay.cancel() }
+        let result = await withTaskCancellationHandler { await mine.wait() } onCancel: {
+            mine.settle(.failure(CancellationError()))
+            // The last waiter gone: nobody wants this dial any more.
+            let last = state.withLockedValue { s -> Bool in
+                flight.waiters -= 1
+                return flight.waiters == 0
+            }
+            if last { flight.task.cancel() }
+        }
+        state.withLockedValue { s in if s.inFlight[key] === flight { s.inFlight[key] = nil } }
+        return try result.get()
+    }
+
+    private struct FlightKey: Hashable {
+        let peer: PeerID
+        let routing: Bool
+    }
+
+    /// One dial shared by every caller that asked for the peer while it ran.
+    private final class Flight: @unchecked Sendable {
+        let task: Task<DialOutcome, Error>
+        var waiters = 1  // guarded by the dialer's state lock
+        init(_ task: Task<DialOutcome, Error>) { self.task = task }
     }
 
     private func run(_ peer: PeerID, _ options: DialOptions) async throws -> DialOutcome {
