@@ -66,9 +66,13 @@ public final class SimNetwork {
     /// Adds a node (not yet joined).
     @discardableResult
     public func addNode() -> Int {
-        let key = PrivateKey.generate()
+        // Identities and each node's randomness come from the seed: a run repeats exactly.
+        var seed: [UInt8] = []
+        for _ in 0..<4 { withUnsafeBytes(of: rng.next().littleEndian) { seed += $0 } }
+        let key = PrivateKey(ed25519: try! Ed25519PrivateKey(seed: seed))
         let i = nodes.count
-        var b = KademliaBehaviour(local: key.peerID, store: InMemoryDHTStore(), configuration: configuration.kademlia, now: now)
+        var b = KademliaBehaviour(local: key.peerID, store: InMemoryDHTStore(), configuration: configuration.kademlia, now: now,
+                                  randomSeed: rng.next())
         b.localAddresses = [Self.address(i)]
         nodes.append(Node(behaviour: b))
         ids.append(key.peerID)
@@ -188,19 +192,7 @@ public final class SimNetwork {
     }
 }
 
-/// A deterministic PRNG for the simulator.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
+typealias SplitMix64 = DeterministicRandom
 
 /// A binary min-heap.
 struct BinaryHeap<T: Comparable> {

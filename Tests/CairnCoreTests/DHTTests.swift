@@ -327,6 +327,32 @@ final class DHTSimulationTests: XCTestCase {
     }
 }
 
+extension DHTSimulationTests {
+    /// Same seed, same run: identities, latencies, churn and bucket-refresh keys all come from it.
+    func testASimulationRepeatsExactlyForOneSeed() throws {
+        func run(seed: UInt64) throws -> [String] {
+            var config = SimNetwork.Configuration()
+            config.seed = seed
+            config.kademlia.lookup.requestTimeout = 2
+            let net = SimNetwork(configuration: config)
+            net.build(count: 60)
+            let gone = net.churn(fraction: 0.2)
+            var trace = ["gone \(gone)"]
+            for _ in 0..<10 {
+                let from = net.randomIndex(), to = net.randomIndex()
+                let target = net.peerID(to)
+                let (result, stats) = try XCTUnwrap(net.runQuery(on: from) { b, now in b.findNode(target, now: now) })
+                guard case .closestPeers(let peers) = result else { return ["not closest peers"] }
+                trace.append("\(from)->\(target): \(peers.map(\.id.description)) \(stats.requests) \(stats.hops) \(net.now.timeIntervalSince1970)")
+            }
+            return trace
+        }
+        let first = try run(seed: 42)
+        XCTAssertEqual(first, try run(seed: 42))
+        XCTAssertNotEqual(first, try run(seed: 43))
+    }
+}
+
 final class PeerIDStrictnessTests: XCTestCase {
     func testIdentityMultihashMustHoldAPublicKey() {
         // base58 "11" is [0x00, 0x00]: an empty identity multihash. It names no key.

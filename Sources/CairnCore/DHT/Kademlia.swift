@@ -95,7 +95,13 @@ public struct KademliaBehaviour: Sendable {
     var queries: [QueryID: Query] = [:]
     var nextQuery: UInt64 = 1
 
-    public init(local: PeerID, store: any DHTStore, configuration: KademliaConfiguration = KademliaConfiguration(), now: Date = Date()) {
+    /// Randomness (bucket-refresh keys), seeded: the simulator passes its seed so a run repeats;
+    /// a node seeds from the system's generator.
+    var random: DeterministicRandom
+
+    public init(local: PeerID, store: any DHTStore, configuration: KademliaConfiguration = KademliaConfiguration(), now: Date = Date(),
+                randomSeed: UInt64 = UInt64.random(in: .min ... .max)) {
+        self.random = DeterministicRandom(seed: randomSeed)
         self.local = local
         self.store = store
         self.configuration = configuration
@@ -441,16 +447,30 @@ public struct KademliaBehaviour: Sendable {
 
     /// A random peer-ID-shaped key whose hash falls in bucket `i` (found by trying: 2^(i+1)
     /// hashes expected, so only shallow buckets are refreshed this way).
-    func randomPeerKey(inBucket i: Int) -> [UInt8]? {
-        var rng = SystemRandomNumberGenerator()
+    mutating func randomPeerKey(inBucket i: Int) -> [UInt8]? {
         var key: [UInt8] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] + [UInt8](repeating: 0, count: 32)
         for _ in 0..<(1 << min(i + 4, 20)) {
             for w in 0..<4 {
-                let r = rng.next() as UInt64
+                let r = random.next()
                 for b in 0..<8 { key[6 + w * 8 + b] = UInt8(truncatingIfNeeded: r >> (8 * UInt64(b))) }
             }
             if routingTable.localKey.commonPrefixLength(with: DHTKey(hashing: key)) == i { return key }
         }
         return nil
     }
+}
+
+/// SplitMix64: a small seeded generator (not for keys or nonces; for choices that a simulation
+/// must be able to repeat).
+public struct DeterministicRandom: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

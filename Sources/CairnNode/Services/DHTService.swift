@@ -48,13 +48,18 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     private let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let limiter: NIOLockedValueBox<PeerRateLimiter>
 
-    public init(node: Node, store: any DHTStore, configuration: Configuration = Configuration(), logger: Logger) {
+    /// The DHT's clock (records' expiry, the routing table's ages); injectable for tests.
+    let now: @Sendable () -> Date
+
+    public init(node: Node, store: any DHTStore, configuration: Configuration = Configuration(), logger: Logger,
+                clock: @escaping @Sendable () -> Date = { Date() }) {
+        self.now = clock
         self.node = node
         self.configuration = configuration
         self.store = store
         self.snapshots = store as? SQLiteDHTStore
         self.logger = logger
-        self.behaviour = NIOLockedValueBox(KademliaBehaviour(local: node.peerID, store: store, configuration: configuration.kademlia))
+        self.behaviour = NIOLockedValueBox(KademliaBehaviour(local: node.peerID, store: store, configuration: configuration.kademlia, now: clock()))
         self.limiter = NIOLockedValueBox(PeerRateLimiter(rate: configuration.requestRate, burst: configuration.requestBurst))
         if configuration.kademlia.mode == .server {
             node.swarm.handle(configuration.kademlia.protocolID) { [weak self] stream in
@@ -104,15 +109,16 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     public func start() {
         behaviour.withLockedValue { $0.localAddresses = node.listenAddresses }
         if let snapshots, let saved = try? snapshots.loadRouting(), !saved.isEmpty {
-            behaviour.withLockedValue { b in b.restore(saved.map { ($0.0, $0.1) }, now: Date()) }
+            behaviour.withLockedValue { b in b.restore(saved.map { ($0.0, $0.1) }, now: self.now()) }
             logger.info("restored routing table", metadata: ["peers": "\(saved.count)"])
         }
         let t = Task { [weak self] in
-            var lastSweep = Date(), lastSnapshot = Date()
+            let clock = self?.now ?? { Date() }
+            var lastSweep = clock(), lastSnapshot = clock()
             while !Task.isCancelled {
                 try? await Task.sleep(nanoseconds: UInt64((self?.configuration.tickInterval ?? 1) * 1e9))
                 guard let self else { return }
-                let now = Date()
+                let now = self.now()
                 self.perform(self.behaviour.withLockedValue { $0.tick(now: now) })
                 if now.timeIntervalSince(lastSweep) >= self.configuration.sweepInterval {
                     lastSweep = now
@@ -135,7 +141,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             defer { w = [:] }
             return Array(w.values)
         }
-        for c in pending { c.resume(returning: (.closestPeers([]), QueryStats(started: Date()))) }
+        for c in pending { c.resume(returning: (.closestPeers([]), QueryStats(started: self.now()))) }
     }
 
     func saveSnapshot() {
@@ -150,7 +156,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         guard let peer = connection.remotePeer else { return }
         let addrs = usableAddresses(info.listenAddrs, peer: peer)
         if info.protocols.contains(protocolID) {
-            perform(behaviour.withLockedValue { $0.peerSeen(peer, addresses: addrs, now: Date()) })
+            perform(behaviour.withLockedValue { $0.peerSeen(peer, addresses: addrs, now: self.now()) })
         } else {
             behaviour.withLockedValue { $0.peerGone(peer) }
         }
@@ -169,7 +175,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         while true {
             let bytes: [UInt8]
             do { bytes = try await stream.readLengthPrefixed(maxLength: KadMessage.maxMessageSize) } catch StreamError.unexpectedEOF { break }
-            guard limiter.withLockedValue({ $0.allow(peer, now: Date()) }) else {
+            guard limiter.withLockedValue({ $0.allow(peer, now: self.now()) }) else {
                 logger.warning("DHT request rate limit exceeded; resetting the stream", metadata: ["peer": "\(peer)"])
                 stream.reset()
                 return
@@ -180,7 +186,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
                 stream.reset()
                 return
             }
-            let response = behaviour.withLockedValue { $0.handleRequest(request, from: peer, addresses: addrs, now: Date()) }
+            let response = behaviour.withLockedValue { $0.handleRequest(request, from: peer, addresses: addrs, now: self.now()) }
             switch response {
             case .respond(let m):
                 try await stream.writeLengthPrefixed(m.encode())
@@ -212,7 +218,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
                 node.swarm.tasks.spawn { [weak self] in
                     guard let self else { return }
                     let alive = (try? await self.request(peer, addrs, KadMessage(kind: .ping))) != nil
-                    self.behaviour.withLockedValue { $0.livenessChecked(peer, alive: alive, now: Date()) }
+                    self.behaviour.withLockedValue { $0.livenessChecked(peer, alive: alive, now: self.now()) }
                 }
             }
         }
@@ -223,7 +229,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             let response = try await withTimeout(.seconds(Int64(configuration.kademlia.lookup.requestTimeout))) {
                 try await self.request(peer, addresses, message)
             }
-            perform(behaviour.withLockedValue { $0.responseReceived(q, from: peer, response: response, now: Date()) })
+            perform(behaviour.withLockedValue { $0.responseReceived(q, from: peer, response: response, now: self.now()) })
         } catch {
             if case DHTError.invalidResponse = error {
                 logger.info("DHT response rejected: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
@@ -231,7 +237,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
                 logger.debug("DHT request failed: \(error)", metadata: ["peer": "\(peer)", "type": "\(message.kind)"])
             }
             let unreachable = node.swarm.connections(to: peer).isEmpty
-            perform(behaviour.withLockedValue { $0.requestFailed(q, peer: peer, unreachable: unreachable, now: Date()) })
+            perform(behaviour.withLockedValue { $0.requestFailed(q, peer: peer, unreachable: unreachable, now: self.now()) })
         }
     }
 
@@ -282,7 +288,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     private func run(_ start: (inout KademliaBehaviour, Date) throws -> (QueryID, [KadAction])) async throws -> (QueryResult, QueryStats) {
         let (q, actions) = try behaviour.withLockedValue { b in
             b.localAddresses = node.listenAddresses
-            return try start(&b, Date())
+            return try start(&b, self.now())
         }
         return await withCheckedContinuation { c in
             if let done = finishedEarly.withLockedValue({ $0.removeValue(forKey: q) }) {
@@ -314,7 +320,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         if case .closestPeers(let closest) = result {
             logger.info("joined the DHT", metadata: ["closest": "\(closest.count)", "requests": "\(stats.requests)", "table": "\(routingTable.count)"])
         }
-        perform(behaviour.withLockedValue { $0.bootstrap(now: Date()) })
+        perform(behaviour.withLockedValue { $0.bootstrap(now: self.now()) })
         return connected
     }
 

@@ -319,7 +319,8 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
             if !out.send.isEmpty { try await write(out.send) }
             if let agreed = out.agreed {
                 await unread(agreed.remainder)
-                protocolID = agreed.protocolID
+                // Set on the connection's loop, where every other reader of the stream's state runs.
+                try? await eventLoop.submit { self.protocolID = agreed.protocolID }.get()
                 return agreed.protocolID
             }
         }
