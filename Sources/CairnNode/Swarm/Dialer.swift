@@ -222,11 +222,13 @@ public final class Dialer: Sendable {
 
     private func attempt(_ peer: PeerID, _ options: DialOptions) async throws -> DialOutcome {
         let started = ContinuousClock.now
-        if options.waitForExternalAddress > .zero {
-            let source = state.withLockedValue { $0.externalAddresses }
-            let deadline = ContinuousClock.now + options.waitForExternalAddress
-            // A short wait on a value another service keeps; nothing to subscribe to cheaper.
-            while source().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        if options.waitForExternalAddress > .zero, state.withLockedValue({ $0.externalAddresses })().isEmpty {
+            // Until the vote confirms an address (an event), or the wait is over.
+            let confirmed = OneShot<Bool>()
+            let sub = swarm.events.subscribe { if case .externalAddressConfirmed = $0 { confirmed.settle(true) } }
+            if !state.withLockedValue({ $0.externalAddresses })().isEmpty { confirmed.settle(true) }
+            _ = await confirmed.wait(timeout: options.waitForExternalAddress, fallback: false)
+            sub.cancel()
         }
         var failures: [DialFailure] = []
         var tried: Set<Multiaddr> = []
