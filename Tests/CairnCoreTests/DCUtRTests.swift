@@ -69,4 +69,68 @@ final class DCUtRTests: XCTestCase {
         XCTAssertEqual(fresh.received(.sync), [.giveUp("SYNC without CONNECT")])
         XCTAssertEqual(fresh.received(.connect([pubB])), [], "finished: nothing more")
     }
+
+    // MARK: B's upgrade decisions (DCUtR.Upgrade)
+
+    func testUpgradeTriesReversalFirstForAPublicPeer() {
+        var u = DCUtR.Upgrade(theirListenAddrs: [pubA, try! Multiaddr("/ip4/10.0.0.2/tcp/4001")], ourAddresses: [pubB])
+        XCTAssertEqual(u.start(hasDirect: false), [.dial([pubA], role: .initiator, after: .zero, purpose: .reversal)])
+        XCTAssertEqual(u.dialed(connected: true, now: .now), [.finished(.direct(how: .reversal, attempts: 0))])
+        XCTAssertEqual(u.state, .finished)
+    }
+
+    func testUpgradeFallsBackToTheExchangeAndPunchesWithFixedRoles() {
+        let t0 = ContinuousClock.now
+        var u = DCUtR.Upgrade(theirListenAddrs: [pubA], ourAddresses: [pubB])
+        _ = u.start(hasDirect: false)
+        XCTAssertEqual(u.dialed(connected: false, now: t0), [.openExchange], "reversal failed: the exchange next")
+        XCTAssertEqual(u.exchangeOpened(now: t0), [.send(.connect([pubB]))])
+        // The reply after 80 ms: SYNC, and our dial at RTT/2 as the Noise responder (the peer,
+        // which dials us too, is the initiator of the punched connection).
+        XCTAssertEqual(u.received(.connect([pubA]), now: t0 + .milliseconds(80)),
+                       [.send(.sync), .dial([pubA], role: .responder, after: .milliseconds(40), purpose: .punch)])
+        XCTAssertEqual(u.dialed(connected: true, now: t0 + .milliseconds(200)), [.finished(.direct(how: .holePunch, attempts: 1))])
+    }
+
+    func testUpgradeDialsAsInitiatorWhenWeOfferedNothing() {
+        let t0 = ContinuousClock.now
+        var u = DCUtR.Upgrade(theirListenAddrs: [], ourAddresses: [])
+        XCTAssertEqual(u.start(hasDirect: false), [.openExchange], "no public address: no reversal")
+        _ = u.exchangeOpened(now: t0)
+        let actions = u.received(.connect([pubA]), now: t0)
+        XCTAssertEqual(actions.last, .dial([pubA], role: .initiator, after: .zero, purpose: .punch))
+    }
+
+    func testUpgradeWithNoAddressOnEitherSideStaysRelayed() {
+        var u = DCUtR.Upgrade(theirListenAddrs: [], ourAddresses: [])
+        _ = u.start(hasDirect: false)
+        _ = u.exchangeOpened(now: .now)
+        XCTAssertEqual(u.received(.connect([]), now: .now), [.send(.sync), .finished(.relayed(reason: .noAddressEitherSide))])
+    }
+
+    func testUpgradeGivesUpAfterThreeAttemptsWithTheLastReason() {
+        var u = DCUtR.Upgrade(theirListenAddrs: [], ourAddresses: [pubB], maxAttempts: 3)
+        _ = u.start(hasDirect: false)
+        var actions = u.exchangeOpened(now: .now)
+        for attempt in 1...3 {
+            XCTAssertEqual(actions, [.send(.connect([pubB]))], "attempt \(attempt)")
+            _ = u.received(.connect([pubA]), now: .now)
+            actions = u.dialed(connected: false, now: .now)
+        }
+        XCTAssertEqual(actions, [.finished(.relayed(reason: .gaveUp("3 attempts failed; last: no dial to /ip4/198.18.0.11/tcp/4001 got through")))])
+        XCTAssertEqual(u.attempts, 3)
+    }
+
+    func testUpgradeWhenThePeerLacksDCUtROrReachedUsAnyway() {
+        var lacking = DCUtR.Upgrade(theirListenAddrs: [], ourAddresses: [pubB])
+        _ = lacking.start(hasDirect: false)
+        XCTAssertEqual(lacking.exchangeFailed("protocol not supported", hasDirect: false),
+                       [.finished(.relayed(reason: .peerLacksDCUtR("protocol not supported")))])
+        var reached = DCUtR.Upgrade(theirListenAddrs: [], ourAddresses: [pubB])
+        _ = reached.start(hasDirect: false)
+        XCTAssertEqual(reached.exchangeFailed("stream reset", hasDirect: true), [.finished(.direct(how: .peersDial, attempts: 0))])
+        var already = DCUtR.Upgrade(theirListenAddrs: [pubA], ourAddresses: [pubB])
+        XCTAssertEqual(already.start(hasDirect: true), [], "a direct connection already: nothing to do")
+        XCTAssertNil(already.result)
+    }
 }

@@ -27,15 +27,8 @@ public final class HolePunchService: @unchecked Sendable {
         public init() {}
     }
 
-    /// How a relayed connection became a direct one.
-    public enum Method: String, Sendable, Equatable {
-        /// We dialed the peer's public address (no punch needed).
-        case reversal
-        /// DCUtR: both sides dialed at once (simultaneous open).
-        case holePunch = "hole punch"
-        /// The peer's dial reached us (its punch or its reversal).
-        case peersDial = "peer's dial"
-    }
+    public typealias Method = DCUtR.Method
+    public typealias StayRelayed = DCUtR.StayRelayed
 
     /// Our part in the upgrade.
     public enum Role: String, Sendable, Equatable {
@@ -47,37 +40,8 @@ public final class HolePunchService: @unchecked Sendable {
         case either
     }
 
-    /// Why a connection stays relayed.
-    public enum StayRelayed: Sendable, Equatable, CustomStringConvertible {
-        case peerLacksDCUtR(String)
-        case exchangeFailed(String)
-        case noAddressEitherSide
-        case peerOfferedNoAddress
-        case peerOfferedNoAddressAndDidNotReachUs
-        case dialsFailed([Multiaddr])
-        case gaveUp(String)
-        case streamError(String)
-
-        public var description: String {
-            switch self {
-            case .peerLacksDCUtR(let e): return "the peer does not speak DCUtR: \(e)"
-            case .exchangeFailed(let e): return "exchange failed: \(e)"
-            case .noAddressEitherSide: return "neither side has a public address to offer (symmetric NAT or no votes yet)"
-            case .peerOfferedNoAddress: return "the peer offered no usable address"
-            case .peerOfferedNoAddressAndDidNotReachUs: return "the peer offered no usable address, and it did not reach ours"
-            case .dialsFailed(let a): return "no dial to \(a.map(\.description).joined(separator: ", ")) got through"
-            case .gaveUp(let r): return r
-            case .streamError(let e): return e
-            }
-        }
-    }
-
     public struct Outcome: Sendable {
-        public enum Result: Sendable, Equatable {
-            /// Direct, by `how` (after `attempts` DCUtR exchanges; 0 without one).
-            case direct(how: Method, attempts: Int)
-            case relayed(reason: StayRelayed)
-        }
+        public typealias Result = DCUtR.UpgradeResult
         public var peer: PeerID
         public var role: Role
         public var result: Result
@@ -188,67 +152,41 @@ public final class HolePunchService: @unchecked Sendable {
     func upgrade(_ relayed: Connection, peer: PeerID, theirListenAddrs: [Multiaddr]) async {
         guard state.withLockedValue({ $0.running.insert(peer).inserted }) else { return }
         defer { _ = state.withLockedValue { $0.running.remove(peer) } }
-        if hasDirect(to: peer) { return }
-        // Connection reversal: a peer with public addresses is simply dialed.
-        let (publicAddrs, _) = DCUtR.dialable(theirListenAddrs, allowPrivate: false)
-        if !publicAddrs.isEmpty {
-            // Our dial may also come up after the attempt window (a slow handshake under load):
-            // a direct connection is a direct connection.
-            if await dialAny(peer, publicAddrs, role: .initiator) != nil || hasDirect(to: peer) {
-                return record(peer, role: .initiator, .direct(how: .reversal, attempts: 0), relayed: relayed)
-            }
-        }
-        let ours = ourAddresses()
-        var machine = DCUtR.Initiator(ourAddresses: ours, maxAttempts: configuration.maxAttempts,
-                                      allowPrivate: configuration.allowPrivateAddresses)
-        let stream: MuxedStream
-        do {
-            stream = try await relayed.openStream([DCUtR.protocolID])
-        } catch {
-            if hasDirect(to: peer) {
-                return record(peer, role: .initiator, .direct(how: publicAddrs.isEmpty ? .peersDial : .reversal, attempts: 0), relayed: relayed)
-            }
-            return record(peer, role: .initiator, .relayed(reason: .peerLacksDCUtR("\(error)")), relayed: relayed)
-        }
-        defer { stream.reset() }
-        var actions = machine.start(now: .now)
+        // The decisions are the machine's (`DCUtR.Upgrade`); this loop only carries them out.
+        var machine = DCUtR.Upgrade(theirListenAddrs: theirListenAddrs, ourAddresses: ourAddresses(),
+                                    maxAttempts: configuration.maxAttempts, allowPrivate: configuration.allowPrivateAddresses)
+        var stream: MuxedStream?
+        defer { stream?.reset() }
+        var actions = machine.start(hasDirect: hasDirect(to: peer))
         while !actions.isEmpty {
-            var next: [DCUtR.Action] = []
+            var next: [DCUtR.Upgrade.Action] = []
             for action in actions {
                 switch action {
+                case .dial(let addrs, let role, let delay, _):
+                    if delay > .zero { try? await Task.sleep(for: delay) }
+                    // Our dial's connection, or the peer's dial arriving meanwhile: either is direct.
+                    var connected = hasDirect(to: peer)
+                    if !connected {
+                        connected = await dialAny(peer, addrs, role: role == .initiator ? .initiator : .responder) != nil || hasDirect(to: peer)
+                    }
+                    next += machine.dialed(connected: connected, now: .now)
+                case .openExchange:
+                    do {
+                        stream = try await relayed.openStream([DCUtR.protocolID])
+                        next += machine.exchangeOpened(now: .now)
+                    } catch {
+                        next += machine.exchangeFailed("\(error)", hasDirect: hasDirect(to: peer))
+                    }
                 case .send(let m):
                     do {
+                        guard let stream else { throw StreamError.connectionClosed("no exchange stream") }
                         try await stream.writeLengthPrefixed(DCUtR.encode(m))
-                        if case .connect = m {
-                            let reply = try await readMessage(stream)
-                            next += machine.received(reply, now: .now)
-                        }
+                        if case .connect = m { next += machine.received(try await readMessage(stream), now: .now) }
                     } catch {
-                        if hasDirect(to: peer) {
-                            return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
-                        }
-                        return record(peer, role: .initiator, .relayed(reason: .exchangeFailed("\(error)")), relayed: relayed)
+                        next += machine.exchangeFailed("\(error)", hasDirect: hasDirect(to: peer))
                     }
-                case .dial(let addrs, let delay):
-                    try? await Task.sleep(for: delay)
-                    if hasDirect(to: peer) {
-                        machine.succeeded()
-                        return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
-                    }
-                    if addrs.isEmpty && ours.isEmpty {
-                        machine.succeeded()
-                        return record(peer, role: .initiator, .relayed(reason: .noAddressEitherSide), relayed: relayed)
-                    }
-                    // Our dial meets the peer's in a simultaneous open when it can dial us; when we
-                    // offered nothing it cannot, so ours lands on its listener: be the initiator then.
-                    if await dialAny(peer, addrs, role: ours.isEmpty ? .initiator : .responder) != nil || hasDirect(to: peer) {
-                        machine.succeeded()
-                        return record(peer, role: .initiator, .direct(how: .holePunch, attempts: machine.attempts), relayed: relayed)
-                    }
-                    let why: StayRelayed = addrs.isEmpty ? .peerOfferedNoAddressAndDidNotReachUs : .dialsFailed(addrs)
-                    next += machine.attemptFailed(now: .now, reason: why.description)
-                case .giveUp(let reason):
-                    return record(peer, role: .initiator, .relayed(reason: .gaveUp(reason)), relayed: relayed)
+                case .finished(let result):
+                    record(peer, role: .initiator, result, relayed: relayed)
                 }
             }
             actions = next
