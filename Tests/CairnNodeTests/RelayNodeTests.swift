@@ -315,7 +315,7 @@ final class RelayNodeTests: LoopbackNodesTestCase {
         let (p, _) = try await makeNode("private")
         let client = RelayClient(node: p, logger: logs.logger(label: "private"))
         var config = AutoRelay.Configuration()
-        config.tick = 0.1
+        config.tick = .milliseconds(100)
         let auto = AutoRelay(node: p, client: client, mode: .always, configuration: config, logger: logs.logger(label: "auto"))
         auto.start()
         defer { Task { await auto.stop() } }

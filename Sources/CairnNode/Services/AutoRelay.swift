@@ -13,11 +13,11 @@ public final class AutoRelay: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var desiredRelays = 2
         /// Refresh a reservation this long before it expires (go-libp2p: 2 min).
-        public var refreshMargin: TimeInterval = 120
+        public var refreshMargin: Duration = .seconds(120)
         /// How often to look at the reservations.
-        public var tick: TimeInterval = 5
+        public var tick: Duration = .seconds(5)
         /// After a failed reservation, leave that candidate alone this long (go-libp2p: 1 h).
-        public var failureBackoff: TimeInterval = 3600
+        public var failureBackoff: Duration = .seconds(3600)
         /// Candidates measured per round (their RTT decides).
         public var candidatesPerRound = 4
         public init() {}
@@ -106,7 +106,7 @@ public final class AutoRelay: @unchecked Sendable {
             while !Task.isCancelled {
                 guard let self else { return }
                 await self.round()
-                try? await Task.sleep(nanoseconds: UInt64(self.configuration.tick * 1e9))
+                try? await Task.sleep(for: self.configuration.tick)
             }
         }
         state.withLockedValue { $0.task = task }
@@ -140,9 +140,9 @@ public final class AutoRelay: @unchecked Sendable {
             if conn == nil || r.expires <= now {
                 logger.notice("auto-relay: lost relay \(r.relay)")
                 client.forget(r.relay)
-                state.withLockedValue { s in s.backoff[r.relay] = now.addingTimeInterval(configuration.tick * 2) }
+                state.withLockedValue { s in s.backoff[r.relay] = now.addingTimeInterval(configuration.tick.timeInterval * 2) }
                 changed = true
-            } else if let conn, r.expires.timeIntervalSince(now) < configuration.refreshMargin {
+            } else if let conn, r.expires.timeIntervalSince(now) < configuration.refreshMargin.timeInterval {
                 do {
                     try await client.reserve(on: conn)
                     changed = true
@@ -168,7 +168,7 @@ public final class AutoRelay: @unchecked Sendable {
                     state.withLockedValue { $0.rtt[peer] = rtt }
                 } catch {
                     logger.info("auto-relay: candidate \(peer) unreachable: \(error)")
-                    state.withLockedValue { s in s.backoff[peer] = now.addingTimeInterval(configuration.failureBackoff) }
+                    state.withLockedValue { s in s.backoff[peer] = now.addingTimeInterval(configuration.failureBackoff.timeInterval) }
                 }
             }
             for (peer, conn, rtt) in measured.sorted(by: { $0.2 < $1.2 }) {
@@ -179,7 +179,7 @@ public final class AutoRelay: @unchecked Sendable {
                     changed = true
                 } catch {
                     logger.info("auto-relay: reservation on \(peer) failed: \(error)")
-                    state.withLockedValue { s in s.backoff[peer] = now.addingTimeInterval(configuration.failureBackoff) }
+                    state.withLockedValue { s in s.backoff[peer] = now.addingTimeInterval(configuration.failureBackoff.timeInterval) }
                 }
             }
         }

@@ -27,10 +27,10 @@ public enum DHTError: Error, CustomStringConvertible {
 public final class DHTService: @unchecked Sendable, PeerRouting {
     public struct Configuration: Sendable {
         public var kademlia = KademliaConfiguration()
-        public var republishInterval: TimeInterval = 20 * 60
-        public var tickInterval: TimeInterval = 1
-        public var sweepInterval: TimeInterval = 5 * 60
-        public var snapshotInterval: TimeInterval = 60
+        public var republishInterval: Duration = .seconds(20 * 60)
+        public var tickInterval: Duration = .seconds(1)
+        public var sweepInterval: Duration = .seconds(5 * 60)
+        public var snapshotInterval: Duration = .seconds(60)
         /// Per-peer limit on requests served: average rate and burst.
         public var requestRate: Double = 20
         public var requestBurst: Double = 40
@@ -116,15 +116,15 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             let clock = self?.now ?? { Date() }
             var lastSweep = clock(), lastSnapshot = clock()
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64((self?.configuration.tickInterval ?? 1) * 1e9))
+                try? await Task.sleep(for: self?.configuration.tickInterval ?? .seconds(1))
                 guard let self else { return }
                 let now = self.now()
                 self.perform(self.behaviour.withLockedValue { $0.tick(now: now) })
-                if now.timeIntervalSince(lastSweep) >= self.configuration.sweepInterval {
+                if now.timeIntervalSince(lastSweep) >= self.configuration.sweepInterval.timeInterval {
                     lastSweep = now
                     if let n = try? self.store.sweepExpired(now: now), n > 0 { self.logger.info("swept expired DHT entries", metadata: ["rows": "\(n)"]) }
                 }
-                if now.timeIntervalSince(lastSnapshot) >= self.configuration.snapshotInterval {
+                if now.timeIntervalSince(lastSnapshot) >= self.configuration.snapshotInterval.timeInterval {
                     lastSnapshot = now
                     self.saveSnapshot()
                 }
@@ -226,7 +226,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
 
     private func send(_ q: QueryID, to peer: PeerID, addresses: [Multiaddr], _ message: KadMessage) async {
         do {
-            let response = try await withTimeout(.seconds(Int64(configuration.kademlia.lookup.requestTimeout))) {
+            let response = try await withTimeout(.seconds(configuration.kademlia.lookup.requestTimeout)) {
                 try await self.request(peer, addresses, message)
             }
             perform(behaviour.withLockedValue { $0.responseReceived(q, from: peer, response: response, now: self.now()) })
@@ -374,7 +374,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
                 } catch {
                     self.logger.warning("publishing presence failed: \(error)")
                 }
-                try? await Task.sleep(nanoseconds: UInt64(self.configuration.republishInterval * 1e9))
+                try? await Task.sleep(for: self.configuration.republishInterval)
             }
         }
         presence.withLockedValue { $0.task?.cancel(); $0 = (task, true) }

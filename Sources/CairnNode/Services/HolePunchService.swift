@@ -16,9 +16,9 @@ public final class HolePunchService: @unchecked Sendable {
         /// Attempts per upgrade (the spec: 3).
         public var maxAttempts = 3
         /// How long one attempt's dials may take (go-libp2p: 5 s).
-        public var attemptTimeout: TimeAmount = .seconds(5)
+        public var attemptTimeout: Duration = .seconds(5)
         /// Waiting for the peer's next message; a stalled peer is dropped after this.
-        public var readTimeout: TimeAmount = .seconds(15)
+        public var readTimeout: Duration = .seconds(15)
         /// Offer and dial private addresses too (labs on one LAN, loopback tests).
         public var allowPrivateAddresses = false
         /// Hole-punch dials leave from the listen port (what NATs need). Off only on one host
@@ -224,7 +224,7 @@ public final class HolePunchService: @unchecked Sendable {
                 // SYNC reaches us (a full-cone NAT lets it in). That connection is the punched
                 // one, and we are its Noise initiator all the same.
                 node.swarm.expectInbound(from: theirs, role: .initiator,
-                                         until: .now() + configuration.readTimeout + configuration.attemptTimeout)
+                                         until: .now() + TimeAmount(configuration.readTimeout + configuration.attemptTimeout))
             }
             for action in actions {
                 switch action {
@@ -314,7 +314,7 @@ public final class HolePunchService: @unchecked Sendable {
                 _ = self?.state.withLockedValue { $0.inFlight.remove(Self.flightKey(peer, a)) }
             }
         }
-        return await result.wait(timeout: Duration(configuration.attemptTimeout), fallback: nil)
+        return await result.wait(timeout: configuration.attemptTimeout, fallback: nil)
     }
 }
 

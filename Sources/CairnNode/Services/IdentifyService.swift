@@ -91,7 +91,7 @@ public final class IdentifyService: @unchecked Sendable {
 
     func receivePush(_ stream: MuxedStream) async throws {
         guard let remote = stream.connection.remotePeer else { return }
-        let bytes = try await withTimeout(TimeAmount(configuration.timeout)) {
+        let bytes = try await withTimeout(configuration.timeout) {
             try await Self.readIdentifyStream(stream)
         }
         await stream.closeWrite()  // done: the stream is freed on both sides
@@ -126,7 +126,7 @@ public final class IdentifyService: @unchecked Sendable {
     public func requestIdentify(_ connection: Connection) async throws -> IdentifyInfo {
         guard let remote = connection.remotePeer else { throw StreamError.connectionClosed("not established") }
         let stream = try await connection.openStream([IdentifyInfo.protocolID])
-        let bytes = try await withTimeout(TimeAmount(configuration.timeout)) {
+        let bytes = try await withTimeout(configuration.timeout) {
             try await Self.readIdentifyStream(stream)
         }
         await stream.closeWrite()  // done: the stream is freed on both sides

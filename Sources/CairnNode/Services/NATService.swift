@@ -13,7 +13,7 @@ public final class NATService: @unchecked Sendable {
         public var observed = ObservedAddressBook.Configuration()
         public var serveAutoNAT = true
         public var policy = AutoNAT.ServerPolicy()
-        public var dialBackTimeout: TimeAmount = .seconds(15)
+        public var dialBackTimeout: Duration = .seconds(15)
         /// How many more AutoNAT servers must agree than disagree before reachability leaves unknown.
         public var minServersToDecide = 2
         /// Adversarial testing only: answer every dial-back request with this status, dialing nobody.

@@ -28,7 +28,7 @@ public final class PingService: Sendable {
             let payload = secureRandomBytes(Ping.payloadLength)
             let start = clock.now
             try await stream.write(payload)
-            let echo = try await withTimeout(TimeAmount(timeout)) { try await stream.readExactly(Ping.payloadLength) }
+            let echo = try await withTimeout(timeout) { try await stream.readExactly(Ping.payloadLength) }
             guard echo == payload else {
                 stream.reset()
                 throw StreamError.protocolViolation("ping reply does not match the payload")

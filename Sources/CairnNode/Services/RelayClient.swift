@@ -43,7 +43,7 @@ final class CircuitTransport: ConnectionTransport, @unchecked Sendable {
 /// swarm transport. Connections it makes are the swarm's like any other, marked limited.
 public final class RelayClient: SwarmTransport, @unchecked Sendable {
     public struct Configuration: Sendable {
-        public var messageTimeout: TimeAmount = .seconds(10)
+        public var messageTimeout: Duration = .seconds(10)
         /// Accept circuits only from relays we hold a reservation on (else any relay).
         public var acceptOnlyFromReservedRelays = true
         public init() {}
@@ -219,7 +219,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         let swarm = node.swarm
         let transport = CircuitTransport(carrier: stream, remote: remote)
         let conn = swarm.makeConnection(transport, direction: direction, role: role, expectedRemote: expected, relay: relay, limit: limit)
-        let timeout = swarm.configuration.handshakeTimeout
+        let timeout = TimeAmount(swarm.configuration.handshakeTimeout)
         try await stream.eventLoop.submit {
             let timer = stream.eventLoop.scheduleTask(in: timeout) { conn.handshakeTimedOut() }
             conn.established.whenComplete { _ in timer.cancel() }

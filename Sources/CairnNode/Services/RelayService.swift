@@ -11,7 +11,7 @@ import NIOCore
 public final class RelayService: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var resources = RelayResources.Configuration()
-        public var messageTimeout: TimeAmount = .seconds(10)
+        public var messageTimeout: Duration = .seconds(10)
         /// Copy chunk size when forwarding.
         public var chunkSize = 64 * 1024
         public init() {}

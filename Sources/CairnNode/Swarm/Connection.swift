@@ -237,7 +237,7 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     // MARK: Public API
 
     /// Opens a stream and negotiates one of `protocols` on it.
-    public func openStream(_ protocols: [String], timeout: TimeAmount = .seconds(10)) async throws -> MuxedStream {
+    public func openStream(_ protocols: [String], timeout: Duration = .seconds(10)) async throws -> MuxedStream {
         let stream = try await eventLoop.flatSubmit { () -> EventLoopFuture<MuxedStream> in
             do {
                 let (id, actions) = try self.machine.openStream()
@@ -334,11 +334,11 @@ final class ConnectionHandler: ChannelInboundHandler {
 }
 
 /// Runs `body`, failing with `StreamError.timeout` if it takes longer than `timeout`.
-public func withTimeout<T: Sendable>(_ timeout: TimeAmount, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {
-            try await Task.sleep(nanoseconds: UInt64(timeout.nanoseconds))
+            try await Task.sleep(for: timeout)
             throw StreamError.timeout
         }
         defer { group.cancelAll() }

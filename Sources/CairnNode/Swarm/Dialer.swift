@@ -212,7 +212,7 @@ public final class Dialer: Sendable {
         dialsStarted.withLockedValue { $0 += 1 }
         let limit = options.timeout
         do {
-            return try await withTimeout(TimeAmount(limit)) {
+            return try await withTimeout(limit) {
                 try await self.attempt(peer, options)
             }
         } catch StreamError.timeout {
@@ -261,7 +261,7 @@ public final class Dialer: Sendable {
         let fresh = addrs.map { $0.withoutTrailingPeerID }.filter { tried.insert($0).inserted }
         let direct = options.relayedOnly ? [] : fresh.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP }
         let relayed = fresh.filter(\.isRelayed)
-        let connectTimeout = TimeAmount(options.connectTimeout)
+        let connectTimeout = options.connectTimeout
         for a in direct {
             try Task.checkCancellation()
             do {
@@ -355,4 +355,9 @@ extension TimeAmount {
 
 extension Duration {
     public init(_ t: TimeAmount) { self = .nanoseconds(t.nanoseconds) }
+}
+
+extension Duration {
+    /// Seconds, for `Date` arithmetic.
+    public var timeInterval: TimeInterval { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -35,8 +35,8 @@ public protocol SwarmTransport: Sendable {
 /// and hands them to their handler. A relayed circuit plugs in as one more `SwarmTransport`.
 public final class Swarm: @unchecked Sendable {
     public struct Configuration: Sendable {
-        public var handshakeTimeout: TimeAmount = .seconds(10)
-        public var negotiationTimeout: TimeAmount = .seconds(10)
+        public var handshakeTimeout: Duration = .seconds(10)
+        public var negotiationTimeout: Duration = .seconds(10)
         public var yamux = YamuxConfig()
         /// Dial from the listen port (SO_REUSEADDR + SO_REUSEPORT), as hole punching needs.
         public var reuseListenPort = true
@@ -160,7 +160,7 @@ public final class Swarm: @unchecked Sendable {
     /// responder for a hole punch whose simultaneous open makes the socket direction meaningless.
     /// `connectTimeout` bounds the TCP connect (default: the handshake timeout).
     public func dial(_ address: Multiaddr, role: SecureConnectionMachine.Role = .initiator, fromListenPort: Bool = true,
-                     connectTimeout: TimeAmount? = nil) async throws -> Connection {
+                     connectTimeout: Duration? = nil) async throws -> Connection {
         do {
             return try await dialTransport(address, role: role, fromListenPort: fromListenPort, connectTimeout: connectTimeout)
         } catch {
@@ -170,7 +170,7 @@ public final class Swarm: @unchecked Sendable {
     }
 
     private func dialTransport(_ address: Multiaddr, role: SecureConnectionMachine.Role, fromListenPort: Bool,
-                               connectTimeout: TimeAmount?) async throws -> Connection {
+                               connectTimeout: Duration?) async throws -> Connection {
         guard state.withLockedValue({ !$0.shutDown }) else { throw SwarmError.shutDown }
         if let t = state.withLockedValue({ $0.transports.first { $0.canDial(address) } }) {
             return try await t.dial(address)
@@ -201,10 +201,10 @@ public final class Swarm: @unchecked Sendable {
     }
 
     private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?,
-                         role: SecureConnectionMachine.Role, connectTimeout: TimeAmount?) async throws -> Connection {
+                         role: SecureConnectionMachine.Role, connectTimeout: Duration?) async throws -> Connection {
         let holder = NIOLockedValueBox<Connection?>(nil)
         var bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(connectTimeout ?? configuration.handshakeTimeout)
+            .connectTimeout(TimeAmount(connectTimeout ?? configuration.handshakeTimeout))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -228,7 +228,7 @@ public final class Swarm: @unchecked Sendable {
     func setUpConnection(_ channel: Channel, direction: Connection.Direction, role: SecureConnectionMachine.Role,
                          expectedRemote: PeerID?) throws -> Connection {
         let connection = makeConnection(ChannelTransport(channel), direction: direction, role: role, expectedRemote: expectedRemote)
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: configuration.handshakeTimeout))
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: TimeAmount(configuration.handshakeTimeout)))
         return connection
     }
 
