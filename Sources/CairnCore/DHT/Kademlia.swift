@@ -143,66 +143,38 @@ public struct KademliaBehaviour: Sendable {
 
     // MARK: Serving
 
-    /// Answers a request from `peer`.
+    /// Answers a request from `peer`: the routing table's part, then the store's.
     public mutating func handleRequest(_ request: KadMessage, from peer: PeerID, addresses: [Multiaddr], now: Date) -> KadResponse {
         guard configuration.mode == .server else { return .reject("not a DHT server") }
+        return storage.complete(request, tableReply: tableReply(to: request, from: peer), from: peer, addresses: addresses, now: now)
+    }
+
+    /// The routing table's part of an answer (closer peers); nil when the table has nothing to
+    /// say (PUT_VALUE, ADD_PROVIDER). A driver that keeps the behaviour behind a lock calls this
+    /// under it and `KademliaStorage.complete` outside it, so no store I/O happens under the lock.
+    public func tableReply(to request: KadMessage, from peer: PeerID) -> KadMessage? {
         let target = DHTKey(hashing: request.key)
         switch request.kind {
-        case .ping:
-            return .respond(KadMessage(kind: .ping))
-        case .findNode:
-            return .respond(KadMessage(kind: .findNode, key: request.key, closerPeers: closerPeers(to: target, excluding: peer)))
-        case .getValue:
-            var reply = KadMessage(kind: .getValue, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
-            do {
-                if let r = try store.record(forKey: request.key, now: now) { reply.recordValue = r.value }
-            } catch {
-                return .reject("store: \(error)")
-            }
-            return .respond(reply)
-        case .putValue:
-            guard let value = request.recordValue else { return .reject("PUT_VALUE without a record") }
-            do {
-                try storeValidated(key: request.key, value: value, now: now)
-            } catch {
-                return .reject("PUT_VALUE refused: \(error)")
-            }
-            return .respond(request)
-        case .addProvider:
-            let own = request.providerPeers.filter { $0.id == peer }
-            guard !own.isEmpty else { return .reject("ADD_PROVIDER lists no provider matching the sender") }
-            let addrs = own[0].addresses.isEmpty ? addresses : own[0].addresses
-            do {
-                try store.addProvider(ProviderRecord(key: request.key, provider: peer, addresses: addrs,
-                                                     expiresAt: now.addingTimeInterval(configuration.providerTTL)))
-            } catch {
-                return .reject("store: \(error)")
-            }
-            return .noResponse
-        case .getProviders:
-            var reply = KadMessage(kind: .getProviders, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
-            do {
-                reply.providerPeers = try store.providers(forKey: request.key, now: now, limit: KadMessage.maxPeers)
-                    .map { KadPeer(id: $0.provider, addresses: $0.addresses) }
-            } catch {
-                return .reject("store: \(error)")
-            }
-            return .respond(reply)
+        case .ping: return KadMessage(kind: .ping)
+        case .findNode, .getValue, .getProviders:
+            return KadMessage(kind: request.kind, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
+        case .putValue, .addProvider: return nil
         }
+    }
+
+    /// The records and providers part of the behaviour: the store, the validator, the TTLs.
+    public var storage: KademliaStorage {
+        KademliaStorage(store: store, validator: configuration.validator, providerTTL: configuration.providerTTL)
     }
 
     /// Validates and stores a value unless a stored record wins over it.
     public func storeValidated(key: [UInt8], value: [UInt8], now: Date) throws {
-        let record = try configuration.validator.validate(key: key, value: value, now: now)
-        if let existing = try store.record(forKey: key, now: now), !configuration.validator.shouldReplace(existing: existing, with: record) {
-            if existing.value == record.value { return }
-            throw RecordError.staleSequence(stored: existing.seq, offered: record.seq)
-        }
-        try store.putRecord(record)
+        try storage.storeValidated(key: key, value: value, now: now)
     }
 
     // MARK: Queries
 
+    /// Finds the peers closest to `target` (and the target itself when it answers).
     public mutating func findNode(_ target: PeerID, now: Date) -> (QueryID, [KadAction]) {
         startQuery(.findNode(key: target.bytes), target: DHTKey(peer: target), now: now)
     }
@@ -213,21 +185,30 @@ public struct KademliaBehaviour: Sendable {
     }
 
     public mutating func getValue(_ key: [UInt8], now: Date) -> (QueryID, [KadAction]) {
+        getValue(key, local: try? store.record(forKey: key, now: now), now: now)
+    }
+
+    /// `getValue` with our own record (if any) read beforehand by the caller: our store counts
+    /// as one answer.
+    public mutating func getValue(_ key: [UInt8], local: DHTRecord?, now: Date) -> (QueryID, [KadAction]) {
         let id = QueryID(raw: nextQuery)
         var (qid, actions) = startQuery(.getValue(key: key), target: DHTKey(hashing: key), now: now)
         precondition(qid == id)
-        // Our own store counts as one answer.
-        if let r = try? store.record(forKey: key, now: now), queries[qid] != nil { queries[qid]!.best = r }
+        if let r = local, queries[qid] != nil { queries[qid]!.best = r }
         if queries[qid] == nil, let i = actions.firstIndex(where: { if case .finished = $0 { return true }; return false }),
            case .finished(let q, _, let stats) = actions[i] {
-            actions[i] = .finished(q, .value(try? store.record(forKey: key, now: now)), stats)
+            actions[i] = .finished(q, .value(local), stats)
         }
         return (qid, actions)
     }
 
     public mutating func getProviders(_ key: [UInt8], now: Date) -> (QueryID, [KadAction]) {
+        getProviders(key, local: (try? store.providers(forKey: key, now: now, limit: KadMessage.maxPeers)) ?? [], now: now)
+    }
+
+    /// `getProviders` with our own providers of the key read beforehand by the caller.
+    public mutating func getProviders(_ key: [UInt8], local: [ProviderRecord], now: Date) -> (QueryID, [KadAction]) {
         var (qid, actions) = startQuery(.getProviders(key: key), target: DHTKey(hashing: key), now: now)
-        let local = (try? store.providers(forKey: key, now: now, limit: KadMessage.maxPeers)) ?? []
         if queries[qid] != nil {
             for p in local { queries[qid]!.providers[p.provider] = p }
         } else if let i = actions.firstIndex(where: { if case .finished = $0 { return true }; return false }),
@@ -239,18 +220,25 @@ public struct KademliaBehaviour: Sendable {
 
     /// Validates, stores locally (as a server) and replicates a record to the k closest peers.
     public mutating func putValue(key: [UInt8], value: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
-        let record = try configuration.validator.validate(key: key, value: value, now: now)
         if configuration.mode == .server { try storeValidated(key: key, value: value, now: now) }
+        return try replicateValue(key: key, value: value, now: now)
+    }
+
+    /// `putValue` without the local store (a driver stores first, outside its lock).
+    public mutating func replicateValue(key: [UInt8], value: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
+        let record = try configuration.validator.validate(key: key, value: value, now: now)
         return startQuery(.putValue(record), target: DHTKey(hashing: key), now: now)
     }
 
     /// Announces this node as a provider of `key` to the k closest peers.
     public mutating func addProvider(key: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
+        if configuration.mode == .server { try storage.addLocalProvider(key: key, provider: local, addresses: localAddresses, now: now) }
+        return try announceProvider(key: key, now: now)
+    }
+
+    /// `addProvider` without the local store.
+    public mutating func announceProvider(key: [UInt8], now: Date) throws -> (QueryID, [KadAction]) {
         guard key.count <= KadMessage.maxKeyLength else { throw KadMessageError.keyTooLong(key.count) }
-        if configuration.mode == .server {
-            try store.addProvider(ProviderRecord(key: key, provider: local, addresses: localAddresses,
-                                                 expiresAt: now.addingTimeInterval(configuration.providerTTL)))
-        }
         return startQuery(.addProvider(key: key), target: DHTKey(hashing: key), now: now)
     }
 
@@ -473,4 +461,77 @@ public struct DeterministicRandom: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
     public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+/// The store's part of a DHT server: records (validated, never rolled back) and providers. The
+/// store is safe to use from any thread; nothing here touches the routing table.
+public struct KademliaStorage: Sendable {
+    public let store: any DHTStore
+    public let validator: RecordValidator
+    public let providerTTL: TimeInterval
+
+    public init(store: any DHTStore, validator: RecordValidator, providerTTL: TimeInterval) {
+        self.store = store
+        self.validator = validator
+        self.providerTTL = providerTTL
+    }
+
+    /// Completes the answer to `request` from the table's part (`tableReply`).
+    public func complete(_ request: KadMessage, tableReply: KadMessage?, from peer: PeerID, addresses: [Multiaddr], now: Date) -> KadResponse {
+        switch request.kind {
+        case .ping, .findNode:
+            return tableReply.map { .respond($0) } ?? .reject("no answer")
+        case .getValue:
+            var reply = tableReply ?? KadMessage(kind: .getValue, key: request.key)
+            do {
+                if let r = try store.record(forKey: request.key, now: now) { reply.recordValue = r.value }
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .respond(reply)
+        case .putValue:
+            guard let value = request.recordValue else { return .reject("PUT_VALUE without a record") }
+            do {
+                try storeValidated(key: request.key, value: value, now: now)
+            } catch {
+                return .reject("PUT_VALUE refused: \(error)")
+            }
+            return .respond(request)
+        case .addProvider:
+            let own = request.providerPeers.filter { $0.id == peer }
+            guard !own.isEmpty else { return .reject("ADD_PROVIDER lists no provider matching the sender") }
+            let addrs = own[0].addresses.isEmpty ? addresses : own[0].addresses
+            do {
+                try store.addProvider(ProviderRecord(key: request.key, provider: peer, addresses: addrs,
+                                                     expiresAt: now.addingTimeInterval(providerTTL)))
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .noResponse
+        case .getProviders:
+            var reply = tableReply ?? KadMessage(kind: .getProviders, key: request.key)
+            do {
+                reply.providerPeers = try store.providers(forKey: request.key, now: now, limit: KadMessage.maxPeers)
+                    .map { KadPeer(id: $0.provider, addresses: $0.addresses) }
+            } catch {
+                return .reject("store: \(error)")
+            }
+            return .respond(reply)
+        }
+    }
+
+    /// Validates and stores a value unless a stored record wins over it.
+    public func storeValidated(key: [UInt8], value: [UInt8], now: Date) throws {
+        let record = try validator.validate(key: key, value: value, now: now)
+        if let existing = try store.record(forKey: key, now: now), !validator.shouldReplace(existing: existing, with: record) {
+            if existing.value == record.value { return }
+            throw RecordError.staleSequence(stored: existing.seq, offered: record.seq)
+        }
+        try store.putRecord(record)
+    }
+
+    public func addLocalProvider(key: [UInt8], provider: PeerID, addresses: [Multiaddr], now: Date) throws {
+        guard key.count <= KadMessage.maxKeyLength else { throw KadMessageError.keyTooLong(key.count) }
+        try store.addProvider(ProviderRecord(key: key, provider: provider, addresses: addresses, expiresAt: now.addingTimeInterval(providerTTL)))
+    }
 }
