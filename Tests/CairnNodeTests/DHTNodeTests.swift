@@ -100,4 +100,47 @@ final class DHTNodeTests: XCTestCase {
         XCTAssertEqual(got?.value, env)
         XCTAssertEqual(try store2.record(forKey: key, now: Date())?.value, env)
     }
+
+    /// A store that blocks reads until released: proves the server answers from its routing
+    /// table while a request is stuck in the store (no store I/O under the behaviour's lock).
+    final class BlockingStore: DHTStore, @unchecked Sendable {
+        let inner = InMemoryDHTStore()
+        let gate = DispatchSemaphore(value: 0)
+        let entered = DispatchSemaphore(value: 0)
+        func record(forKey key: [UInt8], now: Date) throws -> DHTRecord? {
+            entered.signal()
+            gate.wait()
+            return try inner.record(forKey: key, now: now)
+        }
+        func putRecord(_ record: DHTRecord) throws { try inner.putRecord(record) }
+        func addProvider(_ provider: ProviderRecord) throws { try inner.addProvider(provider) }
+        func providers(forKey key: [UInt8], now: Date, limit: Int) throws -> [ProviderRecord] { try inner.providers(forKey: key, now: now, limit: limit) }
+        func sweepExpired(now: Date) throws -> Int { try inner.sweepExpired(now: now) }
+    }
+
+    func testTheServerAnswersFromItsTableWhileTheStoreIsBusy() async throws {
+        let store = BlockingStore()
+        let (server, _, serverAddr) = try await startNode(store: store)
+        let (client, clientDHT, _) = try await startNode()
+        _ = try await client.identify(try await client.dial(serverAddr))
+        let conn = try XCTUnwrap(client.swarm.connection(to: server.peerID))
+        // A GET_VALUE that sticks in the store...
+        let slow = Task { () -> KadMessage? in
+            let s = try await conn.openStream([clientDHT.protocolID])
+            try await s.writeLengthPrefixed(KadMessage(kind: .getValue, key: Array("/cairn/x".utf8)).encode())
+            return try KadMessage.decode(try await s.readLengthPrefixed(maxLength: KadMessage.maxMessageSize))
+        }
+        let entered = await Task.detached { store.entered.wait(timeout: .now() + 10) == .success }.value
+        XCTAssertTrue(entered, "the GET_VALUE reached the store")
+        // ...does not hold up a FIND_NODE on another stream.
+        let fast = try await conn.openStream([clientDHT.protocolID])
+        try await fast.writeLengthPrefixed(KadMessage(kind: .findNode, key: client.peerID.bytes).encode())
+        let reply = try await withTimeout(.seconds(5)) {
+            try KadMessage.decode(try await fast.readLengthPrefixed(maxLength: KadMessage.maxMessageSize))
+        }
+        XCTAssertEqual(reply.kind, .findNode)
+        store.gate.signal()
+        let slowReply = try await slow.value
+        XCTAssertEqual(slowReply?.kind, .getValue)
+    }
 }
