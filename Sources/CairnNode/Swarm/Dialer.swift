@@ -174,25 +174,33 @@ public final class Dialer: Sendable {
         // Dials that may ask routing and dials that may not are kept apart: routing (the DHT)
         // dials peers itself, the target among them, and must not wait for its own caller.
         let key = FlightKey(peer: peer, routing: options.useRouting)
-        let flight = state.withLockedValue { s -> Flight in
-            if let f = s.inFlight[key] { f.waiters += 1; return f }
-            let f = Flight(Task { try await self.run(peer, options) })
+        let (flight, isNew) = state.withLockedValue { s -> (Flight, Bool) in
+            if let f = s.inFlight[key] { return (f, false) }
+            let f = Flight()
             s.inFlight[key] = f
-            return f
+            return (f, true)
         }
+        if isNew {
+            // The shared dial runs as one of the swarm's tasks: shutdown cancels it and waits
+            // for it before the event loops go away.
+            let started = swarm.tasks.spawn { [self] in
+                let r: Result<DialOutcome, Error>
+                do { r = .success(try await self.run(peer, options)) } catch { r = .failure(error) }
+                state.withLockedValue { s in if s.inFlight[key] === flight { s.inFlight[key] = nil } }
+                flight.result.settle(r)
+            }
+            if !started {
+                state.withLockedValue { s in if s.inFlight[key] === flight { s.inFlight[key] = nil } }
+                flight.result.settle(.failure(SwarmError.shutDown))
+            }
+        }
+        // Each caller waits on its own terms: a cancelled caller stops waiting at once.
         let mine = OneShot<Result<DialOutcome, Error>>()
-        let relay = Task { mine.settle(await flight.task.result) }
+        let relay = Task { mine.settle(await flight.result.wait()) }
         defer { relay.cancel() }
         let result = await withTaskCancellationHandler { await mine.wait() } onCancel: {
             mine.settle(.failure(CancellationError()))
-            // The last waiter gone: nobody wants this dial any more.
-            let last = state.withLockedValue { s -> Bool in
-                flight.waiters -= 1
-                return flight.waiters == 0
-            }
-            if last { flight.task.cancel() }
         }
-        state.withLockedValue { s in if s.inFlight[key] === flight { s.inFlight[key] = nil } }
         return try result.get()
     }
 
@@ -203,9 +211,7 @@ public final class Dialer: Sendable {
 
     /// One dial shared by every caller that asked for the peer while it ran.
     private final class Flight: @unchecked Sendable {
-        let task: Task<DialOutcome, Error>
-        var waiters = 1  // guarded by the dialer's state lock
-        init(_ task: Task<DialOutcome, Error>) { self.task = task }
+        let result = OneShot<Result<DialOutcome, Error>>()
     }
 
     private func run(_ peer: PeerID, _ options: DialOptions) async throws -> DialOutcome {
