@@ -45,9 +45,12 @@ public enum MultiaddrComponent: Hashable, Sendable {
     case quicV1
     case ws
     case wss
+    /// A Unix domain socket path (absolute; the control API of a daemon). In text it takes the
+    /// rest of the address: `/unix/tmp/p2pd.sock`.
+    case unix(String)
 
     enum Kind: CaseIterable {
-        case ip4, ip6, ip6zone, tcp, udp, dns, dns4, dns6, dnsaddr, p2p, p2pCircuit, quic, quicV1, ws, wss
+        case ip4, ip6, ip6zone, tcp, udp, dns, dns4, dns6, dnsaddr, p2p, p2pCircuit, quic, quicV1, ws, wss, unix
 
         var code: UInt64 {
             switch self {
@@ -66,6 +69,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
             case .quicV1: return 461
             case .ws: return 477
             case .wss: return 478
+            case .unix: return 400
             }
         }
 
@@ -86,6 +90,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
             case .quicV1: return "quic-v1"
             case .ws: return "ws"
             case .wss: return "wss"
+            case .unix: return "unix"
             }
         }
 
@@ -96,7 +101,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
             case .ip6: return 16
             case .tcp, .udp: return 2
             case .p2pCircuit, .quic, .quicV1, .ws, .wss: return 0
-            case .ip6zone, .dns, .dns4, .dns6, .dnsaddr, .p2p: return nil
+            case .ip6zone, .dns, .dns4, .dns6, .dnsaddr, .p2p, .unix: return nil
             }
         }
 
@@ -125,6 +130,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .quicV1: return .quicV1
         case .ws: return .ws
         case .wss: return .wss
+        case .unix: return .unix
         }
     }
 
@@ -138,6 +144,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .tcp(let p), .udp(let p): return String(p)
         case .ip6zone(let s), .dns(let s), .dns4(let s), .dns6(let s), .dnsaddr(let s): return s
         case .p2p(let id): return id.base58
+        case .unix(let path): return String(path.dropFirst())
         case .p2pCircuit, .quic, .quicV1, .ws, .wss: return nil
         }
     }
@@ -148,6 +155,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .tcp(let p), .udp(let p): return [UInt8(p >> 8), UInt8(p & 0xff)]
         case .ip6zone(let s), .dns(let s), .dns4(let s), .dns6(let s), .dnsaddr(let s): return Array(s.utf8)
         case .p2p(let id): return id.bytes
+        case .unix(let path): return Array(path.utf8)
         case .p2pCircuit, .quic, .quicV1, .ws, .wss: return []
         }
     }
@@ -171,6 +179,8 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .p2p:
             guard let id = try? PeerID(string: text) else { throw bad }
             return .p2p(id)
+        case .unix:
+            return try unixPath(Array(text.utf8), kind: kind)
         case .p2pCircuit, .quic, .quicV1, .ws, .wss:
             return try fromBytes(kind: kind, [])
         }
@@ -205,7 +215,18 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .quicV1: return .quicV1
         case .ws: return .ws
         case .wss: return .wss
+        case .unix: return try unixPath(b, kind: kind)
         }
+    }
+
+    /// A Unix socket path, made absolute: py-multiaddr writes it without the leading slash.
+    static func unixPath(_ b: [UInt8], kind: Kind) throws(MultiaddrError) -> MultiaddrComponent {
+        guard !b.isEmpty, b.count <= 1024, let s = String(validating: b, as: UTF8.self), !s.contains("\0") else {
+            throw .invalidValue(protocol: kind.name, value: Hex.encode(b))
+        }
+        let path = s.hasPrefix("/") ? s : "/" + s
+        guard path != "/" else { throw .invalidValue(protocol: kind.name, value: s) }
+        return .unix(path)
     }
 }
 
@@ -233,6 +254,12 @@ public struct Multiaddr: Hashable, Sendable, CustomStringConvertible {
                 throw name.isEmpty ? .invalidValue(protocol: "", value: string) : .unknownProtocol(name)
             }
             i += 1
+            if kind == .unix {
+                // A path: the rest of the address.
+                guard i < parts.count else { throw .missingValue(kind.name) }
+                comps.append(try MultiaddrComponent.parse(kind: kind, text: parts[i...].joined(separator: "/")))
+                break
+            }
             if kind.fixedSize == 0 {
                 comps.append(try MultiaddrComponent.parse(kind: kind, text: ""))
                 continue

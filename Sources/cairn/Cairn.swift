@@ -14,7 +14,7 @@ struct Cairn: AsyncParsableCommand {
         abstract: "A peer-to-peer node that finds and reaches peers without trusted servers (libp2p wire protocols).",
         subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self,
                       Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self, Netcheck.self,
-                      Relays.self, DialCommand.self]
+                      Relays.self, DialCommand.self, P2PD.self]
     )
 }
 
@@ -98,6 +98,12 @@ struct RunNode: AsyncParsableCommand {
     @Option(name: .customLong("testing-autonat-answer"),
             help: ArgumentHelp("Adversarial testing only: answer every AutoNAT request with ok or dial-error, dialing nobody.", visibility: .hidden))
     var testingAutoNATAnswer: String?
+    @Option(name: .customLong("api"), help: "Serve the libp2p daemon control API here (repeatable; default /unix/<data-dir>/api.sock).")
+    var api: [String] = []
+    @Flag(name: .customLong("no-api"), help: "Do not serve the control API.")
+    var noAPI = false
+    @Flag(name: .customLong("api-allow-remote"), help: "Allow --api on a non-loopback TCP address: anyone who reaches it controls the node (see README).")
+    var apiAllowRemote = false
 
     func hostConfiguration() throws -> CairnHost.Configuration {
         var c = CairnHost.Configuration()
@@ -122,6 +128,9 @@ struct RunNode: AsyncParsableCommand {
         c.relay.service.resources.circuitDuration = relayMaxCircuitSeconds
         guard let mode = AutoRelay.Mode(rawValue: autoRelay) else { throw ValidationError("--auto-relay takes auto, always or off") }
         c.autoRelay = mode
+        c.controlAPI.enabled = !noAPI
+        c.controlAPI.addresses = try api.map { try Multiaddr($0) }
+        c.controlAPI.server.allowRemote = apiAllowRemote
         return c
     }
 
@@ -148,6 +157,8 @@ struct RunNode: AsyncParsableCommand {
             await host.shutdown()
             throw CLIError("\(error)")
         }
+        for a in host.controlAddresses { print("control api on \(a)") }
+        fflush(nil)
         await waitForTermination()
         logger.notice("shutting down")
         await host.shutdown()

@@ -594,3 +594,22 @@ enum RSATestDER {
         return tlv(0x30, algorithm + tlv(0x03, [0x00] + rsaPublicKey))
     }
 }
+
+final class UnixMultiaddrTests: XCTestCase {
+    func testUnixPathTakesTheRestOfTheTextAndRoundTrips() throws {
+        let m = try Multiaddr("/unix/tmp/cairn/api.sock")
+        XCTAssertEqual(m.components, [.unix("/tmp/cairn/api.sock")])
+        XCTAssertEqual(m.description, "/unix/tmp/cairn/api.sock")
+        // go-multiaddr's bytes: code 400, length, the absolute path.
+        XCTAssertEqual(m.bytes, [0x90, 0x03, 19] + Array("/tmp/cairn/api.sock".utf8))
+        XCTAssertEqual(try Multiaddr(bytes: m.bytes), m)
+    }
+
+    func testPyMultiaddrsUnixBytesWithoutTheLeadingSlashAreMadeAbsolute() throws {
+        // py-multiaddr 0.2.0 writes the path without its first '/'.
+        let py: [UInt8] = [0x90, 0x03, 18] + Array("tmp/p2pclient.sock".utf8)
+        XCTAssertEqual(try Multiaddr(bytes: py).components, [.unix("/tmp/p2pclient.sock")])
+        XCTAssertThrowsError(try Multiaddr("/unix"))
+        XCTAssertThrowsError(try Multiaddr(bytes: [0x90, 0x03, 0]))
+    }
+}

@@ -50,6 +50,9 @@ public final class CairnHost: @unchecked Sendable {
         public var autoRelayConfiguration = AutoRelay.Configuration()
         /// Upgrade relayed connections (connection reversal, DCUtR); nil turns it off.
         public var holePunching: HolePunchService.Configuration? = HolePunchService.Configuration()
+        public var connectionManager = ConnectionManager.Configuration()
+        /// The libp2p daemon control API (`docs/daemon.md`).
+        public var controlAPI = ControlAPI()
         /// Write `HostStatus` to `<data-dir>/relays.json` this often (nil: never).
         public var statusInterval: Duration? = .seconds(2)
 
@@ -74,6 +77,14 @@ public final class CairnHost: @unchecked Sendable {
             public init() {}
         }
 
+        public struct ControlAPI: Sendable {
+            public var enabled = false
+            /// Where to serve; empty: `/unix/<data-dir>/api.sock` (nothing without a data directory).
+            public var addresses: [Multiaddr] = []
+            public var server = ControlServer.Configuration()
+            public init() {}
+        }
+
         public struct Relay: Sendable {
             public enum When: String, Sendable { case `public`, always }
             /// Volunteer as a circuit relay (off by default).
@@ -95,6 +106,7 @@ public final class CairnHost: @unchecked Sendable {
     public let relayService: RelayService
     public let autoRelay: AutoRelay
     public let holePunch: HolePunchService?
+    public let connectionManager: ConnectionManager
     /// The data directory actually used (nil when ephemeral).
     public let dataDirectory: URL?
     /// Whether the identity was created by this host (first start).
@@ -110,6 +122,8 @@ public final class CairnHost: @unchecked Sendable {
         var stunServers: [STUNServer] = []
         var tasks: [Task<Void, Never>] = []
         var joined = false
+        var control: ControlServer?
+        var controlAddresses: [Multiaddr] = []
     }
     private let state = NIOLockedValueBox(State())
 
@@ -159,6 +173,15 @@ public final class CairnHost: @unchecked Sendable {
                               configuration: configuration.autoRelayConfiguration, logger: logger)
         let (n, nat) = (node, nat)
         holePunch = configuration.holePunching.map { HolePunchService(node: n, nat: nat, configuration: $0, logger: logger) }
+        connectionManager = ConnectionManager(swarm: node.swarm, configuration: configuration.connectionManager, logger: logger)
+        // The host protects what it relies on: its relays, peers relaying through it, punched connections.
+        let (client, service, punch) = (relayClient, relayService, holePunch)
+        connectionManager.addProtection {
+            var keep = Set(client.reservations.map(\.relay))
+            keep.formUnion(service.stats.reservations.map(\.peer))
+            for o in punch?.outcomes ?? [] { if case .direct = o.result { keep.insert(o.peer) } }
+            return keep
+        }
     }
 
     public var peerID: PeerID { node.peerID }
@@ -166,6 +189,14 @@ public final class CairnHost: @unchecked Sendable {
     public var listenAddresses: [Multiaddr] { node.listenAddresses }
     public var stunServers: [STUNServer] { state.withLockedValue { $0.stunServers } }
     public var isJoined: Bool { state.withLockedValue { $0.joined } }
+    /// The control API's server and bound addresses (when enabled).
+    public var controlServer: ControlServer? { state.withLockedValue { $0.control } }
+    public var controlAddresses: [Multiaddr] { state.withLockedValue { $0.controlAddresses } }
+
+    /// The default control socket of a data directory.
+    public static func defaultControlAddress(dataDirectory: URL) -> Multiaddr {
+        Multiaddr(components: [.unix(dataDirectory.appendingPathComponent("api.sock").path)])
+    }
 
     // MARK: Lifecycle
 
@@ -204,6 +235,7 @@ public final class CairnHost: @unchecked Sendable {
         if let dht { services.append(dht) }
         for s in services { try await s.start() }
         state.withLockedValue { $0.running = services }
+        if configuration.controlAPI.enabled { try await startControlAPI() }
         if let dir = dataDirectory, let every = configuration.statusInterval {
             let path = dir.appendingPathComponent("relays.json")
             track(Task { [weak self] in
@@ -251,11 +283,24 @@ public final class CairnHost: @unchecked Sendable {
             return (s.running, s.stunServers, s.tasks)
         }
         for t in tasks { t.cancel() }
+        if let control = state.withLockedValue({ $0.control }) { await control.close() }
         for s in services.reversed() { await s.stop() }
         for t in tasks { await t.value }
         for s in stun { await s.close() }
         await node.shutdown()
         lock?.release()
+    }
+
+    private func startControlAPI() async throws {
+        var addresses = configuration.controlAPI.addresses
+        if addresses.isEmpty, let dir = dataDirectory { addresses = [Self.defaultControlAddress(dataDirectory: dir)] }
+        guard !addresses.isEmpty else { return }
+        let server = ControlServer(host: self, configuration: configuration.controlAPI.server, logger: logger)
+        state.withLockedValue { $0.control = server }
+        for a in addresses {
+            let bound = try await server.listen(a)
+            state.withLockedValue { $0.controlAddresses.append(bound) }
+        }
     }
 
     private func track(_ task: Task<Void, Never>) {

@@ -26,6 +26,8 @@ public final class IdentifyService: @unchecked Sendable {
     private struct State {
         var identifyTasks: [Connection: Task<IdentifyInfo, Error>] = [:]
         var pushPending = false
+        /// The latest identify of each connected peer.
+        var infos: [PeerID: IdentifyInfo] = [:]
     }
     private let state = NIOLockedValueBox(State())
     private var subscription: EventSubscription?
@@ -48,11 +50,18 @@ public final class IdentifyService: @unchecked Sendable {
             guard let self else { return }
             switch event {
             case .connectionEstablished(let c): self.connectionEstablished(c)
+            case .connectionClosed(let c, _):
+                if let p = c.remotePeer, self.swarm.connections(to: p).isEmpty {
+                    _ = self.state.withLockedValue { $0.infos.removeValue(forKey: p) }
+                }
             case .localProtocolsChanged, .localAddressesChanged: self.schedulePush()
             default: break
             }
         }
     }
+
+    /// What a connected peer last said about itself (identify or push).
+    public func lastInfo(from peer: PeerID) -> IdentifyInfo? { state.withLockedValue { $0.infos[peer] } }
 
     /// Identify push follows every change of our protocols or addresses; changes that come in a
     /// burst (a service registering several handlers) make one push.
@@ -180,6 +189,7 @@ public final class IdentifyService: @unchecked Sendable {
             "protocols": "\(info.protocols.joined(separator: ","))",
             "observed": "\(info.observedAddr?.description ?? "-")",
         ])
+        state.withLockedValue { $0.infos[remote] = info }
         // The store first, so a subscriber that looks the peer up finds what identify said.
         if let store = peerStore {
             do { try store.update(peer: remote, info: info, verifiedRecord: info.signedPeerRecordEnvelope) } catch {

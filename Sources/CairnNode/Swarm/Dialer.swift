@@ -347,10 +347,6 @@ public final class Dialer: Sendable {
     }
 }
 
-extension Multiaddr {
-    /// A `/p2p-circuit` address (reached through a relay).
-    public var isRelayed: Bool { components.contains(.p2pCircuit) }
-}
 
 extension TimeAmount {
     /// The configuration's one time type is `Duration`; NIO's timers take this.

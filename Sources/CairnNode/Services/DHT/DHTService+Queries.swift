@@ -129,6 +129,13 @@ extension DHTService {
         return connected
     }
 
+    /// The peers closest to an arbitrary key (its SHA-256 in the keyspace).
+    public func findClosest(key: [UInt8]) async throws -> [KadPeer] {
+        let (result, _) = try await run { b, now in b.findClosest(key: key, now: now) }
+        guard case .closestPeers(let peers) = result else { return [] }
+        return peers
+    }
+
     public func findClosest(to peer: PeerID) async throws -> [KadPeer] {
         let (result, _) = try await run { b, now in b.findNode(peer, now: now) }
         guard case .closestPeers(let peers) = result else { return [] }
