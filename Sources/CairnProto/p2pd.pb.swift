@@ -114,6 +114,15 @@ public nonisolated struct P2pd_Pb_Request: @unchecked Sendable {
   /// Clears the value of `peerStore`. Subsequent reads from it will return its default value.
   public mutating func clearPeerStore() {_uniqueStorage()._peerStore = nil}
 
+  public var cairn: P2pd_Pb_CairnRequest {
+    get {_storage._cairn ?? P2pd_Pb_CairnRequest()}
+    set {_uniqueStorage()._cairn = newValue}
+  }
+  /// Returns true if `cairn` has been explicitly set.
+  public var hasCairn: Bool {_storage._cairn != nil}
+  /// Clears the value of `cairn`. Subsequent reads from it will return its default value.
+  public mutating func clearCairn() {_uniqueStorage()._cairn = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum TypeEnum: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -127,6 +136,9 @@ public nonisolated struct P2pd_Pb_Request: @unchecked Sendable {
     case disconnect = 7
     case pubsub = 8
     case peerstore = 9
+
+    /// Cairn's own requests (docs/daemon.md): not go-libp2p-daemon's; type and field 64 and up.
+    case cairn = 64
 
     public init() {
       self = .identify
@@ -211,6 +223,15 @@ public nonisolated struct P2pd_Pb_Response: @unchecked Sendable {
   public var hasPeerStore: Bool {_storage._peerStore != nil}
   /// Clears the value of `peerStore`. Subsequent reads from it will return its default value.
   public mutating func clearPeerStore() {_uniqueStorage()._peerStore = nil}
+
+  public var cairn: P2pd_Pb_CairnResponse {
+    get {_storage._cairn ?? P2pd_Pb_CairnResponse()}
+    set {_uniqueStorage()._cairn = newValue}
+  }
+  /// Returns true if `cairn` has been explicitly set.
+  public var hasCairn: Bool {_storage._cairn != nil}
+  /// Clears the value of `cairn`. Subsequent reads from it will return its default value.
+  public mutating func clearCairn() {_uniqueStorage()._cairn = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -855,13 +876,230 @@ public nonisolated struct P2pd_Pb_PeerstoreResponse: Sendable {
   fileprivate var _peer: P2pd_Pb_PeerInfo? = nil
 }
 
+/// Cairn's requests: what the `cairn` commands ask a running node (docs/daemon.md).
+public nonisolated struct P2pd_Pb_CairnRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var type: P2pd_Pb_CairnRequest.TypeEnum {
+    get {_type ?? .status}
+    set {_type = newValue}
+  }
+  /// Returns true if `type` has been explicitly set.
+  public var hasType: Bool {self._type != nil}
+  /// Clears the value of `type`. Subsequent reads from it will return its default value.
+  public mutating func clearType() {self._type = nil}
+
+  public var peer: Data {
+    get {_peer ?? Data()}
+    set {_peer = newValue}
+  }
+  /// Returns true if `peer` has been explicitly set.
+  public var hasPeer: Bool {self._peer != nil}
+  /// Clears the value of `peer`. Subsequent reads from it will return its default value.
+  public mutating func clearPeer() {self._peer = nil}
+
+  public var addrs: [Data] = []
+
+  public var key: Data {
+    get {_key ?? Data()}
+    set {_key = newValue}
+  }
+  /// Returns true if `key` has been explicitly set.
+  public var hasKey: Bool {self._key != nil}
+  /// Clears the value of `key`. Subsequent reads from it will return its default value.
+  public mutating func clearKey() {self._key = nil}
+
+  public var value: Data {
+    get {_value ?? Data()}
+    set {_value = newValue}
+  }
+  /// Returns true if `value` has been explicitly set.
+  public var hasValue: Bool {self._value != nil}
+  /// Clears the value of `value`. Subsequent reads from it will return its default value.
+  public mutating func clearValue() {self._value = nil}
+
+  public var name: String {
+    get {_name ?? String()}
+    set {_name = newValue}
+  }
+  /// Returns true if `name` has been explicitly set.
+  public var hasName: Bool {self._name != nil}
+  /// Clears the value of `name`. Subsequent reads from it will return its default value.
+  public mutating func clearName() {self._name = nil}
+
+  public var count: Int64 {
+    get {_count ?? 0}
+    set {_count = newValue}
+  }
+  /// Returns true if `count` has been explicitly set.
+  public var hasCount: Bool {self._count != nil}
+  /// Clears the value of `count`. Subsequent reads from it will return its default value.
+  public mutating func clearCount() {self._count = nil}
+
+  public var seconds: Double {
+    get {_seconds ?? 0}
+    set {_seconds = newValue}
+  }
+  /// Returns true if `seconds` has been explicitly set.
+  public var hasSeconds: Bool {self._seconds != nil}
+  /// Clears the value of `seconds`. Subsequent reads from it will return its default value.
+  public mutating func clearSeconds() {self._seconds = nil}
+
+  public var target: String {
+    get {_target ?? String()}
+    set {_target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {self._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {self._target = nil}
+
+  public var all: Bool {
+    get {_all ?? false}
+    set {_all = newValue}
+  }
+  /// Returns true if `all` has been explicitly set.
+  public var hasAll: Bool {self._all != nil}
+  /// Clears the value of `all`. Subsequent reads from it will return its default value.
+  public mutating func clearAll() {self._all = nil}
+
+  public var timeout: Double {
+    get {_timeout ?? 0}
+    set {_timeout = newValue}
+  }
+  /// Returns true if `timeout` has been explicitly set.
+  public var hasTimeout: Bool {self._timeout != nil}
+  /// Clears the value of `timeout`. Subsequent reads from it will return its default value.
+  public mutating func clearTimeout() {self._timeout = nil}
+
+  public var interval: Double {
+    get {_interval ?? 0}
+    set {_interval = newValue}
+  }
+  /// Returns true if `interval` has been explicitly set.
+  public var hasInterval: Bool {self._interval != nil}
+  /// Clears the value of `interval`. Subsequent reads from it will return its default value.
+  public mutating func clearInterval() {self._interval = nil}
+
+  public var viaRelay: Bool {
+    get {_viaRelay ?? false}
+    set {_viaRelay = newValue}
+  }
+  /// Returns true if `viaRelay` has been explicitly set.
+  public var hasViaRelay: Bool {self._viaRelay != nil}
+  /// Clears the value of `viaRelay`. Subsequent reads from it will return its default value.
+  public mutating func clearViaRelay() {self._viaRelay = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum TypeEnum: Int, SwiftProtobuf.Enum, Swift.CaseIterable {
+
+    /// -> json: HostStatus
+    case status = 0
+
+    /// addrs[0] or peer, count, interval -> json
+    case ping = 1
+
+    /// addrs[0] or peer -> json
+    case identifyPeer = 2
+
+    /// peer -> json (its presence record)
+    case resolve = 3
+
+    /// key -> json, value
+    case get = 4
+
+    /// name (namespace), value, seconds (ttl) -> json
+    case publish = 5
+
+    /// key -> json
+    case provide = 6
+
+    /// key -> json
+    case providers = 7
+
+    /// -> json
+    case routingTable = 8
+
+    /// peer, timeout (direct), seconds (upgrade wait), viaRelay, count (pings), interval -> json
+    case dial = 9
+
+    /// name (protocol), target (multiaddr to connect to) -> json
+    case p2PListen = 10
+
+    /// name (protocol), target (multiaddr to listen on), peer -> json
+    case p2PForward = 11
+
+    /// -> json
+    case p2PLs = 12
+
+    /// name (protocol) and/or target, or all -> json
+    case p2PClose = 13
+
+    public init() {
+      self = .status
+    }
+
+  }
+
+  public init() {}
+
+  fileprivate var _type: P2pd_Pb_CairnRequest.TypeEnum? = nil
+  fileprivate var _peer: Data? = nil
+  fileprivate var _key: Data? = nil
+  fileprivate var _value: Data? = nil
+  fileprivate var _name: String? = nil
+  fileprivate var _count: Int64? = nil
+  fileprivate var _seconds: Double? = nil
+  fileprivate var _target: String? = nil
+  fileprivate var _all: Bool? = nil
+  fileprivate var _timeout: Double? = nil
+  fileprivate var _interval: Double? = nil
+  fileprivate var _viaRelay: Bool? = nil
+}
+
+public nonisolated struct P2pd_Pb_CairnResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The result as the command prints it with --json.
+  public var json: String {
+    get {_json ?? String()}
+    set {_json = newValue}
+  }
+  /// Returns true if `json` has been explicitly set.
+  public var hasJson: Bool {self._json != nil}
+  /// Clears the value of `json`. Subsequent reads from it will return its default value.
+  public mutating func clearJson() {self._json = nil}
+
+  /// Raw bytes (a record's value).
+  public var value: Data {
+    get {_value ?? Data()}
+    set {_value = newValue}
+  }
+  /// Returns true if `value` has been explicitly set.
+  public var hasValue: Bool {self._value != nil}
+  /// Clears the value of `value`. Subsequent reads from it will return its default value.
+  public mutating func clearValue() {self._value = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _json: String? = nil
+  fileprivate var _value: Data? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "p2pd.pb"
 
 nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}connect\0\u{1}streamOpen\0\u{1}streamHandler\0\u{1}dht\0\u{1}connManager\0\u{1}disconnect\0\u{1}pubsub\0\u{1}peerStore\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}connect\0\u{1}streamOpen\0\u{1}streamHandler\0\u{1}dht\0\u{1}connManager\0\u{1}disconnect\0\u{1}pubsub\0\u{1}peerStore\0\u{2}7cairn\0")
 
   fileprivate class _StorageClass {
     var _type: P2pd_Pb_Request.TypeEnum? = nil
@@ -873,6 +1111,7 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _disconnect: P2pd_Pb_DisconnectRequest? = nil
     var _pubsub: P2pd_Pb_PSRequest? = nil
     var _peerStore: P2pd_Pb_PeerstoreRequest? = nil
+    var _cairn: P2pd_Pb_CairnRequest? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -892,6 +1131,7 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _disconnect = source._disconnect
       _pubsub = source._pubsub
       _peerStore = source._peerStore
+      _cairn = source._cairn
     }
   }
 
@@ -913,6 +1153,7 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if let v = _storage._disconnect, !v.isInitialized {return false}
       if let v = _storage._pubsub, !v.isInitialized {return false}
       if let v = _storage._peerStore, !v.isInitialized {return false}
+      if let v = _storage._cairn, !v.isInitialized {return false}
       return true
     }
   }
@@ -934,6 +1175,7 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._disconnect) }()
         case 8: try { try decoder.decodeSingularMessageField(value: &_storage._pubsub) }()
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._peerStore) }()
+        case 64: try { try decoder.decodeSingularMessageField(value: &_storage._cairn) }()
         default: break
         }
       }
@@ -973,6 +1215,9 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
       try { if let v = _storage._peerStore {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
       } }()
+      try { if let v = _storage._cairn {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -991,6 +1236,7 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._disconnect != rhs_storage._disconnect {return false}
         if _storage._pubsub != rhs_storage._pubsub {return false}
         if _storage._peerStore != rhs_storage._peerStore {return false}
+        if _storage._cairn != rhs_storage._cairn {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1001,12 +1247,12 @@ nonisolated extension P2pd_Pb_Request: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension P2pd_Pb_Request.TypeEnum: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0IDENTIFY\0\u{1}CONNECT\0\u{1}STREAM_OPEN\0\u{1}STREAM_HANDLER\0\u{1}DHT\0\u{1}LIST_PEERS\0\u{1}CONNMANAGER\0\u{1}DISCONNECT\0\u{1}PUBSUB\0\u{1}PEERSTORE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0IDENTIFY\0\u{1}CONNECT\0\u{1}STREAM_OPEN\0\u{1}STREAM_HANDLER\0\u{1}DHT\0\u{1}LIST_PEERS\0\u{1}CONNMANAGER\0\u{1}DISCONNECT\0\u{1}PUBSUB\0\u{1}PEERSTORE\0\u{2}7CAIRN\0")
 }
 
 nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}error\0\u{1}streamInfo\0\u{1}identify\0\u{1}dht\0\u{1}peers\0\u{1}pubsub\0\u{1}peerStore\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}error\0\u{1}streamInfo\0\u{1}identify\0\u{1}dht\0\u{1}peers\0\u{1}pubsub\0\u{1}peerStore\0\u{2}8cairn\0")
 
   fileprivate class _StorageClass {
     var _type: P2pd_Pb_Response.TypeEnum? = nil
@@ -1017,6 +1263,7 @@ nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
     var _peers: [P2pd_Pb_PeerInfo] = []
     var _pubsub: P2pd_Pb_PSResponse? = nil
     var _peerStore: P2pd_Pb_PeerstoreResponse? = nil
+    var _cairn: P2pd_Pb_CairnResponse? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1035,6 +1282,7 @@ nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
       _peers = source._peers
       _pubsub = source._pubsub
       _peerStore = source._peerStore
+      _cairn = source._cairn
     }
   }
 
@@ -1074,6 +1322,7 @@ nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
         case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._peers) }()
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._pubsub) }()
         case 8: try { try decoder.decodeSingularMessageField(value: &_storage._peerStore) }()
+        case 64: try { try decoder.decodeSingularMessageField(value: &_storage._cairn) }()
         default: break
         }
       }
@@ -1110,6 +1359,9 @@ nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
       try { if let v = _storage._peerStore {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
       } }()
+      try { if let v = _storage._cairn {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1127,6 +1379,7 @@ nonisolated extension P2pd_Pb_Response: SwiftProtobuf.Message, SwiftProtobuf._Me
         if _storage._peers != rhs_storage._peers {return false}
         if _storage._pubsub != rhs_storage._pubsub {return false}
         if _storage._peerStore != rhs_storage._peerStore {return false}
+        if _storage._cairn != rhs_storage._cairn {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1923,6 +2176,148 @@ nonisolated extension P2pd_Pb_PeerstoreResponse: SwiftProtobuf.Message, SwiftPro
   public static func ==(lhs: P2pd_Pb_PeerstoreResponse, rhs: P2pd_Pb_PeerstoreResponse) -> Bool {
     if lhs._peer != rhs._peer {return false}
     if lhs.protos != rhs.protos {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension P2pd_Pb_CairnRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CairnRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}peer\0\u{1}addrs\0\u{1}key\0\u{1}value\0\u{1}name\0\u{1}count\0\u{1}seconds\0\u{1}target\0\u{1}all\0\u{1}timeout\0\u{1}interval\0\u{1}viaRelay\0")
+
+  public var isInitialized: Bool {
+    if self._type == nil {return false}
+    return true
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self._type) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self._peer) }()
+      case 3: try { try decoder.decodeRepeatedBytesField(value: &self.addrs) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self._key) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self._value) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self._name) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self._count) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self._seconds) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self._target) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self._all) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self._timeout) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self._interval) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self._viaRelay) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._type {
+      try visitor.visitSingularEnumField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._peer {
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    } }()
+    if !self.addrs.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.addrs, fieldNumber: 3)
+    }
+    try { if let v = self._key {
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._value {
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._name {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._count {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._seconds {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._target {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._all {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 10)
+    } }()
+    try { if let v = self._timeout {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 11)
+    } }()
+    try { if let v = self._interval {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 12)
+    } }()
+    try { if let v = self._viaRelay {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 13)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: P2pd_Pb_CairnRequest, rhs: P2pd_Pb_CairnRequest) -> Bool {
+    if lhs._type != rhs._type {return false}
+    if lhs._peer != rhs._peer {return false}
+    if lhs.addrs != rhs.addrs {return false}
+    if lhs._key != rhs._key {return false}
+    if lhs._value != rhs._value {return false}
+    if lhs._name != rhs._name {return false}
+    if lhs._count != rhs._count {return false}
+    if lhs._seconds != rhs._seconds {return false}
+    if lhs._target != rhs._target {return false}
+    if lhs._all != rhs._all {return false}
+    if lhs._timeout != rhs._timeout {return false}
+    if lhs._interval != rhs._interval {return false}
+    if lhs._viaRelay != rhs._viaRelay {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension P2pd_Pb_CairnRequest.TypeEnum: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATUS\0\u{1}PING\0\u{1}IDENTIFY_PEER\0\u{1}RESOLVE\0\u{1}GET\0\u{1}PUBLISH\0\u{1}PROVIDE\0\u{1}PROVIDERS\0\u{1}ROUTING_TABLE\0\u{1}DIAL\0\u{1}P2P_LISTEN\0\u{1}P2P_FORWARD\0\u{1}P2P_LS\0\u{1}P2P_CLOSE\0")
+}
+
+nonisolated extension P2pd_Pb_CairnResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CairnResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}json\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._json) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self._value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._json {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._value {
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: P2pd_Pb_CairnResponse, rhs: P2pd_Pb_CairnResponse) -> Bool {
+    if lhs._json != rhs._json {return false}
+    if lhs._value != rhs._value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

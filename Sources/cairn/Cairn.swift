@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnCore
 import CairnNode
+import CairnProto
 import Dispatch
 import Foundation
 import Logging
@@ -14,7 +15,7 @@ struct Cairn: AsyncParsableCommand {
         abstract: "A peer-to-peer node that finds and reaches peers without trusted servers (libp2p wire protocols).",
         subcommands: [Id.self, RunNode.self, PingCommand.self, IdentifyCommand.self,
                       Resolve.self, Publish.self, Get.self, Provide.self, Providers.self, Peers.self, Netcheck.self,
-                      Relays.self, DialCommand.self, P2PD.self]
+                      Relays.self, DialCommand.self, P2PD.self, Status.self, P2P.self]
     )
 }
 
@@ -234,6 +235,17 @@ func withJoinedDHT<T>(_ common: CommonOptions, _ dht: DHTOptions, needsOwnIdenti
     }
 }
 
+/// The node running on the data directory, if one is: a command asks it (through the control
+/// API) instead of starting a second node with the same identity.
+func runningNode(_ common: CommonOptions) async -> ControlClient? {
+    await ControlClient.runningNode(dataDirectory: common.dataDirectory)
+}
+
+/// Runs a Cairn request on the running node, turning its refusal into the command's error.
+func ask(_ node: ControlClient, _ fill: (inout P2pd_Pb_CairnRequest) -> Void) async throws -> (report: Reports.Object, value: [UInt8]) {
+    do { return try await node.cairn(fill) } catch { throw CLIError("\(error)") }
+}
+
 struct Resolve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Resolve a peer ID to its verified current addresses (its presence record).")
     @OptionGroup var common: CommonOptions
@@ -242,9 +254,14 @@ struct Resolve: AsyncParsableCommand {
 
     func run() async throws {
         let id = try PeerID(string: peer)
-        let record = try await withJoinedDHT(common, dht) { _, s in try await s.resolve(id) }
-        print("peer \(record.peerID) (seq \(record.seq), verified)")
-        for a in record.addresses { print("  \(a)") }
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            report = try await ask(node) { $0.type = .resolve; $0.peer = Data(id.bytes) }.report
+        } else {
+            report = Reports.resolve(try await withJoinedDHT(common, dht) { _, s in try await s.resolve(id) })
+        }
+        print("peer \(report["peer"] ?? "?") (seq \(report["seq"] ?? "?"), verified)")
+        for a in report["addrs"] as? [String] ?? [] { print("  \(a)") }
     }
 }
 
@@ -258,14 +275,20 @@ struct Publish: AsyncParsableCommand {
 
     func run() async throws {
         let value = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-        let (key, acks, attempted) = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { host, s -> ([UInt8], Int, Int) in
-            let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
-            let (key, env) = RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
-                                                                   expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
-            let (a, t) = try await s.putValue(key, env)
-            return (key, a, t)
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            report = try await ask(node) { $0.type = .publish; $0.name = namespace; $0.value = Data(value); $0.seconds = ttl }.report
+        } else {
+            report = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { host, s -> Reports.Object in
+                let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
+                let (key, env) = RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
+                                                                       expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
+                let (a, t) = try await s.putValue(key, env)
+                return Reports.stored(key: key, acks: a, attempted: t)
+            }
         }
-        print("published \(String(decoding: key, as: UTF8.self)) to \(acks) of \(attempted) closest peers")
+        let acks = report["acks"] as? Int ?? 0
+        print("published \(report["key"] ?? "?") to \(acks) of \(report["attempted"] ?? 0) closest peers")
         if acks == 0 { throw ExitCode.failure }
     }
 }
@@ -278,19 +301,27 @@ struct Get: AsyncParsableCommand {
 
     func run() async throws {
         let k = Array(key.utf8)
-        guard let r = try await withJoinedDHT(common, dht, { _, s in try await s.getValue(k) }) else {
-            throw CLIError("no valid record for \(key)")
+        let report: Reports.Object, value: [UInt8]
+        if let node = await runningNode(common) {
+            (report, value) = try await ask(node) { $0.type = .get; $0.key = Data(k) }
+        } else {
+            guard let r = try await withJoinedDHT(common, dht, { _, s in try await s.getValue(k) }) else {
+                throw CLIError("no valid record for \(key)")
+            }
+            (report, value) = (Reports.get(r), Reports.getValue(r))
         }
-        switch r.kind {
-        case .presence(let rec):
-            print("presence record of \(rec.peerID), seq \(rec.seq), verified")
-            for a in rec.addresses { print("  \(a)") }
-        case .application(_, let signer, let value):
-            FileHandle.standardError.write(Data("signed by \(signer), seq \(r.seq), expires \(r.expiresAt), verified\n".utf8))
+        switch report["kind"] as? String {
+        case "presence":
+            let p = report["presence"] as? Reports.Object ?? [:]
+            print("presence record of \(p["peer"] ?? "?"), seq \(p["seq"] ?? "?"), verified")
+            for a in p["addrs"] as? [String] ?? [] { print("  \(a)") }
+        case "application":
+            let expires = Date(timeIntervalSince1970: report["expires"] as? Double ?? 0)
+            FileHandle.standardError.write(Data("signed by \(report["signer"] ?? "?"), seq \(report["seq"] ?? "?"), expires \(expires), verified\n".utf8))
             FileHandle.standardOutput.write(Data(value))
-        case .opaque:
-            FileHandle.standardError.write(Data("opaque value (not verifiable), \(r.value.count) bytes\n".utf8))
-            FileHandle.standardOutput.write(Data(r.value))
+        default:
+            FileHandle.standardError.write(Data("opaque value (not verifiable), \(value.count) bytes\n".utf8))
+            FileHandle.standardOutput.write(Data(value))
         }
     }
 }
@@ -302,8 +333,16 @@ struct Provide: AsyncParsableCommand {
     @Argument var cid: String
 
     func run() async throws {
-        let (acks, attempted) = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { _, s in try await s.provide(Array(cid.utf8)) }
-        print("provided \(cid) to \(acks) of \(attempted) closest peers")
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            report = try await ask(node) { $0.type = .provide; $0.key = Data(cid.utf8) }.report
+        } else {
+            report = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { _, s in
+                let (a, t) = try await s.provide(Array(cid.utf8))
+                return Reports.stored(key: Array(cid.utf8), acks: a, attempted: t)
+            }
+        }
+        print("provided \(cid) to \(report["acks"] ?? 0) of \(report["attempted"] ?? 0) closest peers")
     }
 }
 
@@ -314,9 +353,15 @@ struct Providers: AsyncParsableCommand {
     @Argument var cid: String
 
     func run() async throws {
-        let ps = try await withJoinedDHT(common, dht) { _, s in try await s.providers(Array(cid.utf8)) }
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            report = try await ask(node) { $0.type = .providers; $0.key = Data(cid.utf8) }.report
+        } else {
+            report = Reports.providers(try await withJoinedDHT(common, dht) { _, s in try await s.providers(Array(cid.utf8)) })
+        }
+        let ps = report["providers"] as? [Reports.Object] ?? []
         print("\(ps.count) provider(s) of \(cid)")
-        for p in ps { print("  \(p.provider) \(p.addresses.map(\.description).joined(separator: " "))") }
+        for p in ps { print("  \(p["peer"] ?? "?") \((p["addrs"] as? [String] ?? []).joined(separator: " "))") }
     }
 }
 
@@ -326,13 +371,18 @@ struct Peers: AsyncParsableCommand {
     @OptionGroup var dht: DHTOptions
 
     func run() async throws {
-        let table = try await withJoinedDHT(common, dht) { _, s in s.routingTable }
-        let entries = table.allEntries
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            report = try await ask(node) { $0.type = .routingTable }.report
+        } else {
+            report = Reports.routingTable(try await withJoinedDHT(common, dht) { _, s in s.routingTable })
+        }
+        let entries = report["entries"] as? [Reports.Object] ?? []
         print("\(entries.count) peer(s) in the routing table")
         var byBucket: [Int: Int] = [:]
-        for e in entries { byBucket[table.localKey.commonPrefixLength(with: e.key), default: 0] += 1 }
+        for e in entries { byBucket[e["bucket"] as? Int ?? -1, default: 0] += 1 }
         for (b, n) in byBucket.sorted(by: { $0.key < $1.key }) { print("  bucket \(b): \(n)") }
-        for e in entries { print("  \(e.peer) \(e.addresses.map(\.description).joined(separator: " "))") }
+        for e in entries { print("  \(e["peer"] ?? "?") \((e["addrs"] as? [String] ?? []).joined(separator: " "))") }
     }
 }
 
@@ -347,26 +397,31 @@ struct PingCommand: AsyncParsableCommand {
         let logger = common.bootstrapLogging()
         let addr = try Multiaddr(address)
         guard addr.peerID != nil else { throw ValidationError("the address must end in /p2p/<peer-id>") }
-        let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
-        let node = host.node
-        do {
-            try await host.start()
-            let conn = try await host.connect(addr)
-            print("connected to \(conn.remotePeer!) at \(conn.remoteAddress?.description ?? address)")
-            var rtts: [Duration] = []
-            for i in 0..<count {
-                if i > 0 { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
-                let rtt = try await node.ping(conn, count: 1)[0]
-                rtts.append(rtt)
-                print("ping \(i + 1): rtt=\(formatMillis(rtt)) ms")
+        let report: Reports.Object
+        if let node = await runningNode(common) {
+            do {
+                report = try await node.cairn { $0.type = .ping; $0.addrs = [Data(addr.bytes)]; $0.count = Int64(count); $0.interval = interval }.report
+            } catch {
+                throw CLIError("ping failed: \(error)")
             }
-            let ms = rtts.map(millis)
-            print(String(format: "%d pings: min %.3f ms, avg %.3f ms, max %.3f ms", ms.count, ms.min()!, ms.reduce(0, +) / Double(ms.count), ms.max()!))
-        } catch {
+        } else {
+            let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
+            do {
+                try await host.start()
+                let conn = try await host.connect(addr)
+                let rtts = try await host.node.ping(conn, count: count, interval: .milliseconds(Int(interval * 1000)))
+                report = Reports.ping(peer: conn.remotePeer!, address: conn.remoteAddress, rtts: rtts)
+            } catch {
+                await host.shutdown()
+                throw CLIError("ping failed: \(error)")
+            }
             await host.shutdown()
-            throw CLIError("ping failed: \(error)")
         }
-        await host.shutdown()
+        print("connected to \(report["peer"] ?? "?") at \(report["address"] as? String ?? address)")
+        let ms = report["rtts_ms"] as? [Double] ?? []
+        for (i, rtt) in ms.enumerated() { print(String(format: "ping %d: rtt=%.3f ms", i + 1, rtt)) }
+        guard let lo = ms.min(), let hi = ms.max() else { throw CLIError("ping failed: no answer") }
+        print(String(format: "%d pings: min %.3f ms, avg %.3f ms, max %.3f ms", ms.count, lo, ms.reduce(0, +) / Double(ms.count), hi))
     }
 }
 
@@ -379,57 +434,50 @@ struct IdentifyCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = common.bootstrapLogging()
         let addr = try Multiaddr(address)
-        let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
-        let node = host.node
-        do {
-            try await host.start()
-            let conn = try await host.connect(addr)
-            let info = try await node.identify(conn)
-            let peer = conn.remotePeer!
-            if json {
-                var obj: [String: Any] = [
-                    "peer_id": peer.base58,
-                    "protocol_version": info.protocolVersion ?? NSNull(),
-                    "agent_version": info.agentVersion ?? NSNull(),
-                    "listen_addrs": info.listenAddrs.map(\.description),
-                    "protocols": info.protocols,
-                    "observed_addr": info.observedAddr?.description ?? NSNull(),
-                    "local_addr": conn.localAddress?.description ?? NSNull(),
-                ]
-                if let r = info.signedPeerRecord {
-                    obj["signed_peer_record"] = ["valid": true, "peer_id": r.peerID.base58, "seq": r.seq,
-                                                 "addrs": r.addresses.map(\.description)] as [String: Any]
-                } else if let e = info.signedPeerRecordError {
-                    obj["signed_peer_record"] = ["valid": false, "error": e] as [String: Any]
-                } else {
-                    obj["signed_peer_record"] = NSNull()
-                }
-                print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
-            } else {
-                print("peer id:          \(peer)")
-                print("protocol version: \(info.protocolVersion ?? "-")")
-                print("agent version:    \(info.agentVersion ?? "-")")
-                print("public key:       \(info.publicKey.map { Hex.encode($0.protobufBytes) } ?? "-")")
-                print("listen addrs:")
-                for a in info.listenAddrs { print("  \(a)") }
-                print("protocols:")
-                for p in info.protocols { print("  \(p)") }
-                print("observed addr (how the peer sees us): \(info.observedAddr?.description ?? "-")")
-                print("our local addr:   \(conn.localAddress?.description ?? "-")")
-                if let r = info.signedPeerRecord {
-                    print("signed peer record: verified, seq \(r.seq)")
-                    for a in r.addresses { print("  \(a)") }
-                } else if let e = info.signedPeerRecordError {
-                    print("signed peer record: REJECTED (\(e))")
-                } else {
-                    print("signed peer record: none")
-                }
+        let j: Reports.Object
+        if let node = await runningNode(common) {
+            do { j = try await node.cairn { $0.type = .identifyPeer; $0.addrs = [Data(addr.bytes)] }.report } catch {
+                throw CLIError("identify failed: \(error)")
             }
-        } catch {
+        } else {
+            let host = try CLIError.wrap { try CairnHost(configuration: try oneShotConfiguration(common, dht: nil), logger: logger) }
+            do {
+                try await host.start()
+                let conn = try await host.connect(addr)
+                let info = try await host.node.identify(conn)
+                j = Reports.identify(info, peer: conn.remotePeer!, localAddress: conn.localAddress)
+            } catch {
+                await host.shutdown()
+                throw CLIError("identify failed: \(error)")
+            }
             await host.shutdown()
-            throw CLIError("identify failed: \(error)")
         }
-        await host.shutdown()
+        if json {
+            var out = j
+            out["public_key"] = nil  // the JSON form has always left the key out
+            print(Reports.json(out))
+            return
+        }
+        print("peer id:          \(j["peer_id"] ?? "?")")
+        print("protocol version: \(j["protocol_version"] as? String ?? "-")")
+        print("agent version:    \(j["agent_version"] as? String ?? "-")")
+        print("public key:       \(j["public_key"] as? String ?? "-")")
+        print("listen addrs:")
+        for a in j["listen_addrs"] as? [String] ?? [] { print("  \(a)") }
+        print("protocols:")
+        for p in j["protocols"] as? [String] ?? [] { print("  \(p)") }
+        print("observed addr (how the peer sees us): \(j["observed_addr"] as? String ?? "-")")
+        print("our local addr:   \(j["local_addr"] as? String ?? "-")")
+        if let r = j["signed_peer_record"] as? Reports.Object {
+            if r["valid"] as? Bool == true {
+                print("signed peer record: verified, seq \(r["seq"] ?? "?")")
+                for a in r["addrs"] as? [String] ?? [] { print("  \(a)") }
+            } else {
+                print("signed peer record: REJECTED (\(r["error"] ?? "?"))")
+            }
+        } else {
+            print("signed peer record: none")
+        }
     }
 }
 

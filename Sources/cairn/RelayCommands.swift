@@ -5,19 +5,28 @@ import Foundation
 import Logging
 import NIOCore
 
-struct Relays: ParsableCommand {
+/// The status of the node running on the data directory: asked through its control API, else
+/// read from the `relays.json` it keeps (a node started with --no-api).
+func hostStatus(_ common: CommonOptions) async throws -> HostStatus {
+    if let node = await runningNode(common) {
+        let report = try await ask(node) { $0.type = .status }.report
+        return try HostStatus.decode(Data(Reports.json(report).utf8))
+    }
+    let path = common.dataDirectory.appendingPathComponent("relays.json")
+    guard let data = try? Data(contentsOf: path) else {
+        throw CLIError("no node running on \(common.dataDirectory.path) (no control socket, no \(path.lastPathComponent)): is `cairn node --data-dir \(common.dataDirectory.path)` running?")
+    }
+    do { return try HostStatus.decode(data) } catch { throw CLIError("unreadable status at \(path.path): \(error)") }
+}
+
+struct Relays: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the relay reservations a running node holds and serves, and its active circuits.")
     @OptionGroup var common: CommonOptions
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
-        let path = common.dataDirectory.appendingPathComponent("relays.json")
-        guard let data = try? Data(contentsOf: path) else {
-            throw CLIError("no relay status at \(path.path): is `cairn node --data-dir \(common.dataDirectory.path)` running?")
-        }
-        let st: HostStatus
-        do { st = try HostStatus.decode(data) } catch { throw CLIError("unreadable status at \(path.path): \(error)") }
+    func run() async throws {
+        let st = try await hostStatus(common)
         if json {
             FileHandle.standardOutput.write(try st.encoded(pretty: false) + Data("\n".utf8))
             return
@@ -75,36 +84,43 @@ struct DialCommand: AsyncParsableCommand {
     func run() async throws {
         let target = try PeerID(string: peer)
         let logger = common.bootstrapLogging()
-        var config = try oneShotConfiguration(common, dht: dht)
-        // A listener (our dials' port, the punch's), AutoNAT answers, and the hole-punch responder.
-        config.listenAddresses = [try Multiaddr("/ip4/0.0.0.0/tcp/0")]
-        config.nat.serveAutoNAT = true
-        config.holePunching = HolePunchService.Configuration()
-        let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }
-        var options = DialOptions()
-        // From an ephemeral port: a failed SYN from the listen port would leave NAT state on the
-        // very 4-tuple a hole punch uses next, and spoil it (measured: 1 punch in 5).
-        options.portUse = .ephemeral
-        options.connectTimeout = .milliseconds(Int64(directTimeout * 1000))
-        options.relayedOnly = viaRelay
-        options.waitForUpgrade = .milliseconds(Int64(upgradeWait * 1000))
-        // Our external address (from votes on the DHT connections) is what a punch offers.
-        options.waitForExternalAddress = .seconds(3)
-        options.timeout = .seconds(3600)
-        let out: [String: Any]
-        do {
-            try await host.start()
-            try await host.joinDHT()
-            let outcome = try await host.connect(to: target, options)
-            let rtts = try await host.node.ping(outcome.connection, count: max(1, pings), interval: .milliseconds(Int(pingInterval * 1000)))
-            out = Self.report(outcome, target: target, rtts: rtts, host: host)
-        } catch {
+        var out: Reports.Object
+        if let node = await runningNode(common) {
+            out = try await ask(node) { r in
+                r.type = .dial; r.peer = Data(target.bytes); r.timeout = directTimeout; r.seconds = upgradeWait
+                r.viaRelay = viaRelay; r.count = Int64(pings); r.interval = pingInterval
+            }.report
+        } else {
+            var config = try oneShotConfiguration(common, dht: dht)
+            // A listener (our dials' port, the punch's), AutoNAT answers, and the hole-punch responder.
+            config.listenAddresses = [try Multiaddr("/ip4/0.0.0.0/tcp/0")]
+            config.nat.serveAutoNAT = true
+            config.holePunching = HolePunchService.Configuration()
+            let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }
+            var options = DialOptions()
+            // From an ephemeral port: a failed SYN from the listen port would leave NAT state on the
+            // very 4-tuple a hole punch uses next, and spoil it (measured: 1 punch in 5).
+            options.portUse = .ephemeral
+            options.connectTimeout = .milliseconds(Int64(directTimeout * 1000))
+            options.relayedOnly = viaRelay
+            options.waitForUpgrade = .milliseconds(Int64(upgradeWait * 1000))
+            // Our external address (from votes on the DHT connections) is what a punch offers.
+            options.waitForExternalAddress = .seconds(3)
+            options.timeout = .seconds(3600)
+            do {
+                try await host.start()
+                try await host.joinDHT()
+                let outcome = try await host.connect(to: target, options)
+                let rtts = try await host.node.ping(outcome.connection, count: max(1, pings), interval: .milliseconds(Int(pingInterval * 1000)))
+                out = Reports.dial(outcome, target: target, rtts: rtts, host: host)
+            } catch {
+                await host.shutdown()
+                throw CLIError("\(error)")
+            }
             await host.shutdown()
-            throw CLIError("\(error)")
         }
-        await host.shutdown()
         if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]), as: UTF8.self))
+            print(Reports.json(out))
             return
         }
         switch out["how"] as? String {
@@ -117,34 +133,5 @@ struct DialCommand: AsyncParsableCommand {
         }
         for f in out["direct_failures"] as? [String] ?? [] { print("  not direct: \(f)") }
         print(String(format: "ping: %.3f ms", out["rtt_ms"] as? Double ?? 0))
-    }
-
-    static func report(_ o: DialOutcome, target: PeerID, rtts: [Duration], host: CairnHost) -> [String: Any] {
-        var out: [String: Any] = ["peer": target.description, "direct_failures": o.failures.map(\.description),
-                                  "our_external_addrs": host.nat.externalAddresses.map(\.description)]
-        if let r = o.routed {
-            out["record_addrs"] = r.addresses.map(\.description)
-            out["found_by"] = "\(r.source)"
-            if case .presenceRecord(let seq) = r.source { out["record_seq"] = Int(seq) }
-        }
-        if let relayed = o.relayedConnection {
-            out["relay"] = relayed.relay?.description
-            if let l = relayed.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int($0) } as Any] }
-        }
-        switch o.path {
-        case .existing, .direct: out["how"] = "direct"
-        case .relayed:
-            out["how"] = "relayed"
-            out["why_relayed"] = o.whyRelayed ?? "?"
-        case .upgraded(let method):
-            out["how"] = "upgraded"
-            if let method { out["upgrade"] = method.rawValue }
-            out["upgrade_ms"] = o.upgradeElapsed.map(millis) ?? NSNull()
-        }
-        out["address"] = o.connection.remoteAddress?.description ?? "?"
-        out["rtt_ms"] = millis(rtts[0])
-        out["pings"] = rtts.count
-        out["still_limited_connections"] = host.node.swarm.connections(to: target).filter(\.isLimited).count
-        return out
     }
 }

@@ -226,7 +226,8 @@ public final class ControlServer: @unchecked Sendable {
                     case .continue: continue
                     case .close: return
                     case .pipe(let stream):
-                        await pipe(stream, leftover: reader.decoder.takeRemainder(), inbound: reader.inbound, outbound: outbound)
+                        await pipeBytes(stream, leftover: reader.decoder.takeRemainder(), inbound: reader.inbound, outbound: outbound,
+                                        channel: conn.channel, logger: logger)
                         return
                     }
                 }
@@ -275,6 +276,8 @@ public final class ControlServer: @unchecked Sendable {
                 try await send(try peerStore(request), on: outbound)
             case .pubsub:
                 try await send(.failure("pubsub is not supported by cairn"), on: outbound)
+            case .cairn:
+                try await send(try await cairn(request), on: outbound)
             }
         } catch let e as ControlRequestError {
             try await send(.failure(e.description), on: outbound)
@@ -287,33 +290,6 @@ public final class ControlServer: @unchecked Sendable {
     }
 
     // MARK: Streams as byte pipes
-
-    /// Bytes both ways between a control connection and a stream until both directions end;
-    /// each side's end of writing is passed on (half-close), a reset closes the socket.
-    func pipe(_ stream: MuxedStream, leftover: [UInt8], inbound: Inbound, outbound: Outbound) async {
-        let logger = self.logger
-        var it = inbound
-        await withTaskGroup(of: Void.self) { g in
-            g.addTask {
-                do {
-                    while let chunk = try await stream.read() { try await outbound.write(chunk) }
-                } catch {
-                    logger.debug("control pipe: stream → socket ended: \(error)")
-                }
-                outbound.finish()
-            }
-            // Socket → stream here, in this task (the inbound iterator stays in one task).
-            do {
-                if !leftover.isEmpty { try await stream.write(leftover) }
-                while let chunk = try await it.next() { try await stream.write(chunk) }
-                await stream.closeWrite()
-            } catch {
-                logger.debug("control pipe: socket → stream ended: \(error)")
-                stream.reset()
-            }
-            await g.waitForAll()
-        }
-    }
 
     /// A peer opened a stream on a protocol a client handles: dial the client's socket, write a
     /// length-prefixed `StreamInfo`, then pipe.
@@ -345,7 +321,7 @@ public final class ControlServer: @unchecked Sendable {
         info.proto = stream.protocolID ?? ""
         try await conn.executeThenClose { inbound, outbound in
             try await sendBare(info, on: outbound)
-            await pipe(stream, leftover: [], inbound: inbound.makeAsyncIterator(), outbound: outbound)
+            await pipeBytes(stream, leftover: [], inbound: inbound.makeAsyncIterator(), outbound: outbound, channel: conn.channel, logger: logger)
         }
     }
 }

@@ -123,6 +123,7 @@ public final class CairnHost: @unchecked Sendable {
         var tasks: [Task<Void, Never>] = []
         var joined = false
         var control: ControlServer?
+        var forwarding: Forwarding?
         var controlAddresses: [Multiaddr] = []
     }
     private let state = NIOLockedValueBox(State())
@@ -192,6 +193,16 @@ public final class CairnHost: @unchecked Sendable {
     /// The control API's server and bound addresses (when enabled).
     public var controlServer: ControlServer? { state.withLockedValue { $0.control } }
     public var controlAddresses: [Multiaddr] { state.withLockedValue { $0.controlAddresses } }
+
+    /// TCP forwarding over peer streams (`cairn p2p`).
+    public var forwarding: Forwarding {
+        state.withLockedValue { s in
+            if let f = s.forwarding { return f }
+            let f = Forwarding(host: self, logger: logger)
+            s.forwarding = f
+            return f
+        }
+    }
 
     /// The default control socket of a data directory.
     public static func defaultControlAddress(dataDirectory: URL) -> Multiaddr {
@@ -284,6 +295,10 @@ public final class CairnHost: @unchecked Sendable {
         }
         for t in tasks { t.cancel() }
         if let control = state.withLockedValue({ $0.control }) { await control.close() }
+        if let forwarding = state.withLockedValue({ $0.forwarding }) {
+            await forwarding.close(proto: nil, local: nil, all: true)
+            await forwarding.tasks.cancelAndWait()
+        }
         for s in services.reversed() { await s.stop() }
         for t in tasks { await t.value }
         for s in stun { await s.close() }
@@ -370,6 +385,8 @@ public final class CairnHost: @unchecked Sendable {
             externalAddrs: nat.externalAddresses.map(\.description),
             listenAddrs: node.listenAddresses.map(\.description),
             connections: node.swarm.connections.count,
+            connectedPeers: Array(Set(node.swarm.connections.compactMap { $0.remotePeer?.description })).sorted(),
+            controlApi: controlAddresses.map(\.description),
             held: relayClient.reservations.sorted { $0.relay < $1.relay }.map { r in
                 HostStatus.HeldReservation(relay: r.relay.description, expiresInS: Int(r.expires.timeIntervalSince(now)),
                                            addrs: r.addresses.map(\.description), voucherVerified: r.voucher != nil,

@@ -76,6 +76,10 @@ public struct HostStatus: Codable, Sendable, Equatable {
     public var externalAddrs: [String]
     public var listenAddrs: [String]
     public var connections: Int
+    /// Connected peers, each once.
+    public var connectedPeers: [String]
+    /// Where the control API listens.
+    public var controlApi: [String]
     public var held: [HeldReservation]
     public var relayedConnections: [RelayedConnection]
     public var holePunches: [HolePunch]

@@ -1,0 +1,121 @@
+import CairnCore
+import Foundation
+
+/// What the `cairn` commands report, as JSON objects: built here, the same way whether a
+/// one-shot command did the work or a running node did it for the command (the daemon's Cairn
+/// requests answer with these). The CLI prints them.
+public enum Reports {
+    public typealias Object = [String: Any]
+
+    public static func millis(_ d: Duration) -> Double {
+        Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    }
+
+    public static func json(_ o: Object) -> String {
+        (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    public static func parse(_ text: String) -> Object? {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? Object
+    }
+
+    /// `cairn identify`: what the peer said about itself.
+    public static func identify(_ info: IdentifyInfo, peer: PeerID, localAddress: Multiaddr?) -> Object {
+        var obj: Object = [
+            "peer_id": peer.base58,
+            "protocol_version": info.protocolVersion ?? NSNull(),
+            "agent_version": info.agentVersion ?? NSNull(),
+            "public_key": info.publicKey.map { Hex.encode($0.protobufBytes) } ?? NSNull(),
+            "listen_addrs": info.listenAddrs.map(\.description),
+            "protocols": info.protocols,
+            "observed_addr": info.observedAddr?.description ?? NSNull(),
+            "local_addr": localAddress?.description ?? NSNull(),
+        ]
+        if let r = info.signedPeerRecord {
+            obj["signed_peer_record"] = ["valid": true, "peer_id": r.peerID.base58, "seq": r.seq, "addrs": r.addresses.map(\.description)] as Object
+        } else if let e = info.signedPeerRecordError {
+            obj["signed_peer_record"] = ["valid": false, "error": e] as Object
+        } else {
+            obj["signed_peer_record"] = NSNull()
+        }
+        return obj
+    }
+
+    /// `cairn ping`: the connection and each round trip.
+    public static func ping(peer: PeerID, address: Multiaddr?, rtts: [Duration]) -> Object {
+        ["peer": peer.base58, "address": address?.description ?? NSNull(), "rtts_ms": rtts.map(millis)]
+    }
+
+    /// `cairn resolve`: a verified presence record.
+    public static func resolve(_ record: PeerRecord) -> Object {
+        ["peer": record.peerID.base58, "seq": Int(record.seq), "addrs": record.addresses.map(\.description)]
+    }
+
+    /// `cairn get`: the record's kind and what verified it (the value travels as bytes).
+    public static func get(_ r: DHTRecord) -> Object {
+        var o: Object = ["key": String(decoding: r.key, as: UTF8.self), "seq": Int(r.seq), "expires": r.expiresAt.timeIntervalSince1970]
+        switch r.kind {
+        case .presence(let rec):
+            o["kind"] = "presence"
+            o["presence"] = resolve(rec)
+        case .application(let namespace, let signer, _):
+            o["kind"] = "application"
+            o["namespace"] = namespace
+            o["signer"] = signer.base58
+        case .opaque:
+            o["kind"] = "opaque"
+        }
+        return o
+    }
+
+    /// The bytes `cairn get` writes to stdout.
+    public static func getValue(_ r: DHTRecord) -> [UInt8] {
+        if case .application(_, _, let value) = r.kind { return value }
+        return r.value
+    }
+
+    public static func stored(key: [UInt8], acks: Int, attempted: Int) -> Object {
+        ["key": String(decoding: key, as: UTF8.self), "acks": acks, "attempted": attempted]
+    }
+
+    public static func providers(_ ps: [ProviderRecord]) -> Object {
+        ["providers": ps.map { ["peer": $0.provider.base58, "addrs": $0.addresses.map(\.description)] as Object }]
+    }
+
+    /// `cairn peers`: the routing table.
+    public static func routingTable(_ table: RoutingTable) -> Object {
+        ["entries": table.allEntries.map { e in
+            ["peer": e.peer.base58, "addrs": e.addresses.map(\.description), "bucket": table.localKey.commonPrefixLength(with: e.key)] as Object
+        }]
+    }
+
+    /// `cairn dial`: how the peer was reached, and why.
+    public static func dial(_ o: DialOutcome, target: PeerID, rtts: [Duration], host: CairnHost) -> Object {
+        var out: Object = ["peer": target.description, "direct_failures": o.failures.map(\.description),
+                           "our_external_addrs": host.nat.externalAddresses.map(\.description)]
+        if let r = o.routed {
+            out["record_addrs"] = r.addresses.map(\.description)
+            out["found_by"] = "\(r.source)"
+            if case .presenceRecord(let seq) = r.source { out["record_seq"] = Int(seq) }
+        }
+        if let relayed = o.relayedConnection {
+            out["relay"] = relayed.relay?.description
+            if let l = relayed.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int($0) } as Any] }
+        }
+        switch o.path {
+        case .existing, .direct: out["how"] = "direct"
+        case .relayed:
+            out["how"] = "relayed"
+            out["why_relayed"] = o.whyRelayed ?? "?"
+        case .upgraded(let method):
+            out["how"] = "upgraded"
+            if let method { out["upgrade"] = method.rawValue }
+            out["upgrade_ms"] = o.upgradeElapsed.map(millis) ?? NSNull()
+        }
+        out["address"] = o.connection.remoteAddress?.description ?? "?"
+        out["rtt_ms"] = millis(rtts[0])
+        out["pings"] = rtts.count
+        out["still_limited_connections"] = host.node.swarm.connections(to: target).filter(\.isLimited).count
+        return out
+    }
+}
