@@ -35,4 +35,6 @@ final class DaemonInteropTests: XCTestCase {
     func testDHT() throws { try run("test_dht") }
     func testConnectionManager() throws { try run("test_connection_manager") }
     func testErrorsAndBadInput() throws { try run("test_errors_and_bad_input") }
+    /// p2pclient's own harness (written for go's p2pd) starts `cairn p2pd` in its place.
+    func testP2PClientHarnessStartsCairnAsP2PD() throws { try run("test_p2pclient_harness") }
 }

@@ -323,8 +323,34 @@ async def _fds_back(d, before):
     return d.fds() <= before + 2  # the listener's and a connection the client may still hold
 
 
+async def test_p2pclient_harness(ds):
+    """p2pclient's own daemon harness starts `p2pd`: here a `p2pd` on PATH that runs `cairn p2pd`."""
+    from p2pclient.daemon import make_p2pd_pair_ip4, make_p2pd_pair_unix
+    bindir = tempfile.mkdtemp(prefix="p2pd-bin-")
+    with open(f"{bindir}/p2pd", "w") as f:
+        f.write(f"#!/bin/sh\nexec {CAIRN} p2pd \"$@\"\n")
+    os.chmod(f"{bindir}/p2pd", 0o755)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ["PATH"]
+    async with make_p2pd_pair_ip4("p2pd", True, True, True, False) as one, \
+            make_p2pd_pair_unix("p2pd", True, True, True, False) as two:
+        p1, addrs1 = await one.client.identify()
+        p2, addrs2 = await two.client.identify()
+        await one.client.connect(p2, addrs2)
+        peers = await one.client.list_peers()
+        assert [p.peer_id for p in peers] == [p2], peers
+        # The harness's clients already listen for inbound streams.
+        await two.client.stream_handler("/harness/echo/1.0.0", _echo_handler)
+        _, s = await one.client.stream_open(p2, ["/harness/echo/1.0.0"])
+        await s.send(b"through the harness")
+        assert await s.receive(1024) == b"through the harness"
+        await s.aclose()
+        info = await one.client.dht_find_peer(p2)
+        assert info.peer_id == p2, info
+    return f"harness daemons {p1.to_base58()[:16]}… and {p2.to_base58()[:16]}…"
+
+
 TESTS = [test_identify, test_connect_list_disconnect, test_streams_both_ways, test_dht,
-         test_connection_manager, test_errors_and_bad_input]
+         test_connection_manager, test_errors_and_bad_input, test_p2pclient_harness]
 
 
 def main():
