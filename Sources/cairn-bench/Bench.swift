@@ -27,9 +27,20 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "MiB over one stream through a Cairn relay (a separate `cairn node --relay` process, limits raised) and directly, for comparison; 0 skips.")
     var relayMib = 128
     @Flag(help: "Only the relay measurement.") var relayOnly = false
+    @Option(help: "MiB through `cairn p2p` forwarding (TCP → stream → TCP) and over one stream, in the same run; 0 skips.")
+    var forwardMib = 0
+    @Flag(help: "Only the forwarding measurement.") var forwardOnly = false
     @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
 
     func run() async throws {
+        if forwardOnly {
+            var quiet = Logger(label: "bench")
+            quiet.logLevel = .critical
+            let r = try await forwardBench(mib: max(forwardMib, 1), logger: quiet)
+            print(String(format: "p2p forward: %.0f MiB/s; one stream: %.0f MiB/s (%.2f)", r["forward_mib_s"] as! Double, r["stream_mib_s"] as! Double, r["ratio"] as! Double))
+            print(String(decoding: try JSONSerialization.data(withJSONObject: ["forward": r], options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
         if relayOnly {
             let r = try await relayBench(mib: relayMib)
             print(String(decoding: try JSONSerialization.data(withJSONObject: ["relay": r], options: [.sortedKeys]), as: UTF8.self))

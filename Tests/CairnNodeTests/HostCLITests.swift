@@ -29,9 +29,9 @@ final class HostCLITests: XCTestCase {
     }
 
     /// Starts `cairn node` on `data` (loopback, no peers); returns it once it listens, and its peer ID.
-    func startNode(_ data: String) throws -> (NATLab.Spawned, String) {
+    func startNode(_ data: String, extra: [String] = []) throws -> (NATLab.Spawned, String) {
         let node = try NATLab.Spawned(executable: bin, arguments: ["node", "--data-dir", data, "--listen", "/ip4/127.0.0.1/tcp/0",
-                                                                  "--peers-file", "/dev/null", "--no-stun", "--log-level", "warning"],
+                                                                  "--peers-file", "/dev/null", "--no-stun", "--log-level", "warning"] + extra,
                                       label: "cairn node")
         spawned.append(node)
         var id: String?
@@ -44,13 +44,14 @@ final class HostCLITests: XCTestCase {
 
     func testASecondNodeOnALockedDataDirectoryRefusesUntilTheFirstIsKilled() throws {
         let data = dir.appendingPathComponent("node").path
-        let (first, id) = try startNode(data)
+        // Without its control API, so that a command beside it cannot ask it (DaemonCLITests covers asking).
+        let (first, id) = try startNode(data, extra: ["--no-api"])
         let second = NATLab.execute(bin, ["node", "--data-dir", data, "--listen", "/ip4/127.0.0.1/tcp/0", "--peers-file", "/dev/null",
                                           "--no-stun"], timeout: 20)
         XCTAssertNotEqual(second.status, 0, "a second node on a data directory in use must not start")
         XCTAssertTrue(second.stderr.contains("in use by pid \(first.pid)"), second.stderr)
         XCTAssertFalse(second.stdout.contains("listening on"), second.stdout)
-        // A one-shot command beside it runs with a temporary identity, never the node's.
+        // A one-shot command beside it (no API to ask) runs with a temporary identity, never the node's.
         let beside = NATLab.execute(bin, ["ping", "--data-dir", data, "/ip4/127.0.0.1/tcp/1/p2p/\(id)", "-c", "1"], timeout: 20)
         XCTAssertTrue(beside.stderr.contains("temporary identity"), beside.stderr)
         // kill -9 leaves no stale lock: the kernel drops it with the process.

@@ -44,6 +44,23 @@ final class RelayLabTests: XCTestCase {
             XCTAssertTrue(held.contains(relay), "\(from) -> \(to) went through \(relay), not one of \(to)'s relays \(held)")
             XCTAssertNotNil(r["rtt_ms"] as? Double)
         }
+        // `cairn p2p` through the relay: c's local TCP connection reaches an echo service on b's
+        // loopback over a relayed stream (symmetric ↔ home cannot be punched); the forward waits
+        // for an upgrade, then uses the relayed connection within the relay's limits.
+        let echo = try lab.spawn(in: try lab.host("b"), ["/usr/bin/python3", "-c", Self.echoServer])
+        defer { echo.stop(grace: 0) }
+        let echoPort = try XCTUnwrap(echo.nextLine(timeout: 10).flatMap { Int($0) }, "echo server: \(echo.stderr.string)")
+        let listen = NATLab.execute(n.bin, ["p2p", "listen", "--data-dir", n.dir.appendingPathComponent("b").path,
+                                            "/x/echo", "/ip4/127.0.0.1/tcp/\(echoPort)"], timeout: 20)
+        XCTAssertEqual(listen.status, 0, listen.stderr)
+        let forward = NATLab.execute(n.bin, ["p2p", "forward", "--data-dir", n.dir.appendingPathComponent("c").path,
+                                             "/x/echo", "/ip4/127.0.0.1/tcp/0", "/p2p/\(ids["b"]!)"], timeout: 20)
+        XCTAssertEqual(forward.status, 0, forward.stderr)
+        let fwdPort = try XCTUnwrap(forward.stdout.split(separator: " ").first { $0.hasPrefix("/ip4/") }.flatMap { Int($0.split(separator: "/").last ?? "") },
+                                    forward.stdout)
+        let client = lab.run(in: try lab.host("c"), ["/usr/bin/python3", "-c", Self.echoClient, "\(fwdPort)", "\(60 * 1024)"], timeout: 60)
+        XCTAssertEqual(client.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "ok 61440", "\(client)")
+
         // The relays counted those circuits (their status files lag by up to 2 s).
         let names = Array(relayNames.values)
         try n.waitFor("the relays to report 2 circuits", timeout: 10) {
@@ -69,4 +86,34 @@ final class RelayLabTests: XCTestCase {
         let used = r["relay"] as? String ?? "", held = n.heldRelays("b")
         XCTAssertTrue(held.contains(used), "\(used) not in \(held): \(r)")
     }
+
+    /// A TCP echo service on 127.0.0.1 (prints its port), for `cairn p2p listen`.
+    static let echoServer = """
+    import socket, threading
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True)
+    def serve(c):
+        while True:
+            d = c.recv(65536)
+            if not d: break
+            c.sendall(d)
+        c.shutdown(socket.SHUT_WR); c.close()
+    while True:
+        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+    """
+
+    /// Sends N bytes to 127.0.0.1:PORT, half-closes, reads the echo to EOF; prints "ok N" when intact.
+    static let echoClient = """
+    import os, socket, sys, threading
+    port, n = int(sys.argv[1]), int(sys.argv[2])
+    data = os.urandom(n); got = bytearray()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def read():
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            got.extend(d)
+    t = threading.Thread(target=read); t.start()
+    s.sendall(data); s.shutdown(socket.SHUT_WR); t.join(40)
+    print("ok", len(got) if bytes(got) == data else f"differs after {len(got)} bytes")
+    """
 }

@@ -346,6 +346,9 @@ async def test_p2pclient_harness(ds):
         await s.aclose()
         info = await one.client.dht_find_peer(p2)
         assert info.peer_id == p2, info
+    for log in (one.daemon.log_filename, two.daemon.log_filename):  # the harness's logs in /tmp
+        if os.path.exists(log):
+            os.unlink(log)
     return f"harness daemons {p1.to_base58()[:16]}… and {p2.to_base58()[:16]}…"
 
 

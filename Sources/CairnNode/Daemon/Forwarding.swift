@@ -140,6 +140,9 @@ public final class Forwarding: @unchecked Sendable {
         defer { count(rule, -1) }
         do {
             var options = DialOptions()
+            // As `cairn dial`: direct attempts from an ephemeral port (a failed SYN from the
+            // listen port would spoil the 4-tuple a hole punch needs next).
+            options.portUse = .ephemeral
             options.waitForUpgrade = configuration.upgradeWait
             let outcome = try await host.connect(to: peer, options)
             if outcome.connection.isLimited {
