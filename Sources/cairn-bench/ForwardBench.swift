@@ -95,6 +95,7 @@ final class CountingSink: ChannelInboundHandler {
         guard case ChannelEvent.inputClosed = event else { return context.fireUserInboundEventTriggered(event) }
         var out = context.channel.allocator.buffer(capacity: 8)
         out.writeInteger(count)
-        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
     }
 }
