@@ -96,5 +96,21 @@ final class HolePunchNodeTests: LoopbackNodesTestCase {
         // Still serving: A answers an honest CONNECT.
         let ok = try await exchange([DCUtR.encode(.connect([]))])
         XCTAssertNotNil(ok)
+
+        // Round after round, each naming new addresses: A dials for at most the initiator's 3
+        // rounds on this relayed connection (whatever the streams), then refuses and resets, so a
+        // peer cannot make it dial without end.
+        let roundsBefore = t.aPunch.dialsStarted
+        let looping = try await bSide.openStream([DCUtR.protocolID])
+        for round in 0..<6 {
+            let addrs = (0..<8).map { try! Multiaddr("/ip4/198.18.9.\(round * 8 + $0 + 1)/tcp/4001") }
+            try? await looping.writeLengthPrefixed(DCUtR.encode(.connect(addrs)))
+            _ = try? await looping.readLengthPrefixed(maxLength: 4096)
+            try? await looping.writeLengthPrefixed(DCUtR.encode(.sync))
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        XCTAssertLessThanOrEqual(t.aPunch.dialsStarted - before, strict.maxAttempts * DCUtR.maxDialsPerAttempt, "3 rounds' dials at most")
+        XCTAssertGreaterThan(t.aPunch.dialsStarted, roundsBefore, "the rounds left were dialed")
+        XCTAssertFalse(logs.records(atLeast: .info, containing: ["more than 3 rounds"]).isEmpty, "\(logs.dump.suffix(2000))")
     }
 }

@@ -272,4 +272,16 @@ final class HostTests: LoopbackNodesTestCase {
         hosts.append(again)
         XCTAssertEqual(again.peerID, first.peerID, "the lock is released at shutdown")
     }
+
+    /// Numbers from peers (a relay's expiry or data limit, a record's seq) never trap when the
+    /// status or a report shows them.
+    func testHostileNumbersInStatusAndReportsAreClamped() {
+        XCTAssertEqual(Int(clampingSeconds: 1e30), Int.max)
+        XCTAssertEqual(Int(clampingSeconds: -1e30), Int.min)
+        XCTAssertEqual(Int(clampingSeconds: .nan), 0)
+        XCTAssertEqual(Int(clampingSeconds: 12.7), 12)
+        let key = PrivateKey.generate()
+        let record = PeerRecord(peerID: key.peerID, seq: .max, addresses: [])
+        XCTAssertEqual(Reports.resolve(record)["seq"] as? Int, Int.max)
+    }
 }

@@ -8,6 +8,10 @@ extension ControlServer {
     func cairn(_ request: P2pd_Pb_Request) async throws -> P2pd_Pb_Response {
         guard request.hasCairn, request.cairn.hasType else { throw ControlRequestError("Malformed request; missing parameters") }
         let c = request.cairn
+        for (name, v) in [("interval", c.interval), ("timeout", c.timeout), ("seconds", c.seconds)] where !(v.isFinite && v >= 0 && v <= 86400 * 365) {
+            throw ControlRequestError("invalid \(name): \(v)")
+        }
+        guard c.count >= 0 && c.count <= 100_000 else { throw ControlRequestError("invalid count: \(c.count)") }
         var value: [UInt8]?
         let report: Reports.Object
         func dht() throws -> DHTService {

@@ -264,7 +264,10 @@ public final class ControlServer: @unchecked Sendable {
                 try await send(listPeers(), on: outbound)
             case .streamOpen:
                 let (response, stream) = try await streamOpen(request)
-                try await send(response, on: outbound)
+                do { try await send(response, on: outbound) } catch {
+                    stream.reset()  // the client is gone: the peer's handler must not wait on it
+                    throw error
+                }
                 return .pipe(stream)
             case .streamHandler:
                 try await send(try streamHandler(request), on: outbound)

@@ -48,12 +48,12 @@ public enum Reports {
 
     /// `cairn resolve`: a verified presence record.
     public static func resolve(_ record: PeerRecord) -> Object {
-        ["peer": record.peerID.base58, "seq": Int(record.seq), "addrs": record.addresses.map(\.description)]
+        ["peer": record.peerID.base58, "seq": Int(clamping: record.seq), "addrs": record.addresses.map(\.description)]
     }
 
     /// `cairn get`: the record's kind and what verified it (the value travels as bytes).
     public static func get(_ r: DHTRecord) -> Object {
-        var o: Object = ["key": String(decoding: r.key, as: UTF8.self), "seq": Int(r.seq), "expires": r.expiresAt.timeIntervalSince1970]
+        var o: Object = ["key": String(decoding: r.key, as: UTF8.self), "seq": Int(clamping: r.seq), "expires": r.expiresAt.timeIntervalSince1970]
         switch r.kind {
         case .presence(let rec):
             o["kind"] = "presence"
@@ -96,11 +96,11 @@ public enum Reports {
         if let r = o.routed {
             out["record_addrs"] = r.addresses.map(\.description)
             out["found_by"] = "\(r.source)"
-            if case .presenceRecord(let seq) = r.source { out["record_seq"] = Int(seq) }
+            if case .presenceRecord(let seq) = r.source { out["record_seq"] = Int(clamping: seq) }
         }
         if let relayed = o.relayedConnection {
             out["relay"] = relayed.relay?.description
-            if let l = relayed.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int($0) } as Any] }
+            if let l = relayed.limit { out["limit"] = ["duration_s": l.duration.map { Int($0) } as Any, "data_bytes": l.data.map { Int(clamping: $0) } as Any] }
         }
         switch o.path {
         case .existing, .direct: out["how"] = "direct"

@@ -180,7 +180,9 @@ public final class CairnHost: @unchecked Sendable {
         connectionManager.addProtection {
             var keep = Set(client.reservations.map(\.relay))
             keep.formUnion(service.stats.reservations.map(\.peer))
-            for o in punch?.outcomes ?? [] { if case .direct = o.result { keep.insert(o.peer) } }
+            for o in punch?.outcomes ?? [] {
+                if case .direct = o.result, n.swarm.directConnection(to: o.peer) != nil { keep.insert(o.peer) }
+            }
             return keep
         }
     }
@@ -388,9 +390,9 @@ public final class CairnHost: @unchecked Sendable {
             connectedPeers: Array(Set(node.swarm.connections.compactMap { $0.remotePeer?.description })).sorted(),
             controlApi: controlAddresses.map(\.description),
             held: relayClient.reservations.sorted { $0.relay < $1.relay }.map { r in
-                HostStatus.HeldReservation(relay: r.relay.description, expiresInS: Int(r.expires.timeIntervalSince(now)),
+                HostStatus.HeldReservation(relay: r.relay.description, expiresInS: Int(clampingSeconds: r.expires.timeIntervalSince(now)),
                                            addrs: r.addresses.map(\.description), voucherVerified: r.voucher != nil,
-                                           limit: .init(durationS: r.limit?.duration.map { Int($0) }, dataBytes: r.limit?.data.map { Int($0) }))
+                                           limit: .init(durationS: r.limit?.duration.map { Int($0) }, dataBytes: r.limit?.data.map { Int(clamping: $0) }))
             },
             relayedConnections: node.swarm.connections.filter(\.isLimited).map {
                 .init(peer: $0.remotePeer?.description ?? "?", relay: $0.relay?.description ?? "?", direction: $0.direction.rawValue)
@@ -399,17 +401,17 @@ public final class CairnHost: @unchecked Sendable {
             circuitsThroughRelays: .init(inbound: counts.inbound, outbound: counts.outbound),
             serving: .init(
                 volunteering: stats.serving,
-                reservations: stats.reservations.map { .init(peer: $0.peer.description, expiresInS: Int($0.expires.timeIntervalSince(now))) },
+                reservations: stats.reservations.map { .init(peer: $0.peer.description, expiresInS: Int(clampingSeconds: $0.expires.timeIntervalSince(now))) },
                 circuits: stats.circuits.map { .init(id: Int($0.id), from: $0.source.description, to: $0.destination.description,
-                                                     ageS: Int(now.timeIntervalSince($0.opened))) },
+                                                     ageS: Int(clampingSeconds: now.timeIntervalSince($0.opened))) },
                 reservationsGranted: stats.reservationsGranted, circuitsOpened: stats.circuitsOpened,
-                bytesForwarded: Int(stats.bytesForwarded),
+                bytesForwarded: Int(clamping: stats.bytesForwarded),
                 refused: Dictionary(uniqueKeysWithValues: stats.refused.map { ("\($0.key)", $0.value) }),
                 circuitEnds: stats.circuitEnds,
                 limits: .init(maxReservations: c.maxReservations, maxReservationsPerPeer: c.maxReservationsPerPeer,
                               maxReservationsPerIp: c.maxReservationsPerIP, maxCircuits: c.maxCircuits,
                               maxCircuitsPerPeer: c.maxCircuitsPerPeer, reservationTtlS: Int(c.reservationTTL),
-                              circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(c.circuitBytes))))
+                              circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(clamping: c.circuitBytes))))
     }
 }
 

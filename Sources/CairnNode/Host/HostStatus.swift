@@ -121,3 +121,11 @@ extension HostStatus.HolePunch {
         elapsedMs = o.elapsed.map { Double($0.components.seconds) * 1000 + Double($0.components.attoseconds) / 1e15 }
     }
 }
+
+extension Int {
+    /// Whole seconds of a time that may come from a peer (a relay's expiry): NaN is 0, and
+    /// anything beyond `Int`'s range is clamped to it instead of trapping.
+    init(clampingSeconds s: Double) {
+        if s.isNaN { self = 0 } else if s >= Double(Int.max) { self = .max } else if s <= Double(Int.min) { self = .min } else { self = Int(s) }
+    }
+}

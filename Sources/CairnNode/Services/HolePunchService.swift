@@ -60,6 +60,10 @@ public final class HolePunchService: @unchecked Sendable {
         var relayedSince: [UInt64: ContinuousClock.Instant] = [:]
         var dialsStarted = 0
         var inFlight: Set<String> = []
+        /// Relayed connections whose upgrade was started (bounded like `relayedSince`).
+        var upgraded: Set<UInt64> = []
+        /// Dial rounds a peer started on each relayed connection, across its streams.
+        var dialRounds: [UInt64: Int] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
@@ -81,13 +85,16 @@ public final class HolePunchService: @unchecked Sendable {
                     // bounded by dropping the oldest.
                     if s.relayedSince.count >= 4096, let oldest = s.relayedSince.min(by: { $0.value < $1.value }) {
                         s.relayedSince[oldest.key] = nil
+                        s.upgraded.remove(oldest.key)
+                        s.dialRounds[oldest.key] = nil
                     }
                     s.relayedSince[c.id] = .now
                 }
             case .connectionEstablished(let c):
                 if let peer = c.remotePeer { self.directConnectionAppeared(to: peer) }
             case .peerIdentified(let c, let info) where c.isLimited && c.direction == .inbound:
-                guard let peer = c.remotePeer else { return }
+                // Once per relayed connection (identify pushes do not start it again).
+                guard let peer = c.remotePeer, self.state.withLockedValue({ $0.upgraded.insert(c.id).inserted }) else { return }
                 self.node.swarm.tasks.spawn { await self.upgrade(c, peer: peer, theirListenAddrs: info.listenAddrs) }
             default: break
             }
@@ -95,6 +102,8 @@ public final class HolePunchService: @unchecked Sendable {
     }
 
     var subscription: EventSubscription?
+    /// Outcomes kept (one per peer).
+    static let maxOutcomes = 1024
 
     static func flightKey(_ peer: PeerID, _ a: Multiaddr) -> String { "\(peer) \(a)" }
 
@@ -119,7 +128,13 @@ public final class HolePunchService: @unchecked Sendable {
             return state.withLockedValue { $0.relayedSince[relayed.id] }.map { ContinuousClock.now - $0 }
         }()
         let outcome = Outcome(peer: peer, role: role, result: result, elapsed: elapsed, at: Date())
-        state.withLockedValue { $0.outcomes[peer] = outcome }
+        state.withLockedValue { s in
+            // Bounded: peers seen over relays are cheap to make; the oldest outcome goes first.
+            if s.outcomes[peer] == nil, s.outcomes.count >= Self.maxOutcomes, let oldest = s.outcomes.min(by: { $0.value.at < $1.value.at }) {
+                s.outcomes[oldest.key] = nil
+            }
+            s.outcomes[peer] = outcome
+        }
         switch result {
         case .direct(let how, let attempts):
             logger.notice("direct connection to \(peer) by \(how.rawValue)", metadata: ["attempts": "\(attempts)", "elapsed": "\(elapsed.map { "\($0)" } ?? "?")"])
@@ -231,6 +246,22 @@ public final class HolePunchService: @unchecked Sendable {
                 case .send(let m):
                     try await stream.writeLengthPrefixed(DCUtR.encode(m))
                 case .dial(let addrs, _):
+                    // A peer may not make us dial without end: as many rounds as an initiator
+                    // may use, and none while our dials of the previous one still run.
+                    let round = state.withLockedValue { s -> Int in
+                        s.dialRounds[relayed.id, default: 0] += 1
+                        return s.dialRounds[relayed.id]!
+                    }
+                    if machine.rounds > configuration.maxAttempts || round > configuration.maxAttempts {
+                        logger.info("dcutr: more than \(configuration.maxAttempts) rounds; refusing", metadata: ["peer": "\(peer)"])
+                        record(peer, role: .responder, .relayed(reason: .gaveUp("the peer asked for more than \(configuration.maxAttempts) rounds")), relayed: relayed)
+                        stream.reset()
+                        return
+                    }
+                    if state.withLockedValue({ $0.running.contains(peer) }) {
+                        logger.info("dcutr: SYNC while our previous dials still run; not dialing again", metadata: ["peer": "\(peer)"])
+                        continue
+                    }
                     guard !addrs.isEmpty else {
                         logger.info("dcutr: the peer offered no usable address; not dialing", metadata: ["peer": "\(peer)"])
                         record(peer, role: .responder, .relayed(reason: .peerOfferedNoAddress), relayed: relayed)
@@ -282,6 +313,7 @@ public final class HolePunchService: @unchecked Sendable {
         options.usePeerStore = false
         options.useRouting = false
         options.allowRelayed = false
+        if let direct = node.swarm.directConnection(to: peer) { return direct }
         // A dial still in flight from the previous attempt keeps its 4-tuple (and its SYN
         // retransmissions may yet meet the peer's): wait for it rather than dial that address again.
         let fresh = state.withLockedValue { s -> [Multiaddr] in
@@ -297,7 +329,11 @@ public final class HolePunchService: @unchecked Sendable {
             if case .connectionEstablished(let c) = event, c.remotePeer == peer, !c.isLimited { result.settle(c) }
         }
         defer { sub.cancel() }
-        if let direct = node.swarm.directConnection(to: peer) { return direct }
+        if let direct = node.swarm.directConnection(to: peer) {
+            // The peer's dial won meanwhile: ours are not started; forget them.
+            state.withLockedValue { s in for a in fresh { s.inFlight.remove(Self.flightKey(peer, a)) } }
+            return direct
+        }
         let failures = NIOLockedValueBox(0)
         let base = options
         for a in fresh {

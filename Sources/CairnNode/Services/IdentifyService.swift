@@ -127,7 +127,9 @@ public final class IdentifyService: @unchecked Sendable {
     /// Sends our current identify message to the peer unprompted (`/ipfs/id/push/1.0.0`).
     public func pushIdentify(to connection: Connection) async throws {
         let stream = try await connection.openStream([IdentifyInfo.pushProtocolID])
-        try await stream.writeLengthPrefixed(identifyMessage(for: connection).encode(signedRecord: local.signedPeerRecord))
+        try await stream.resettingOnError {
+            try await stream.writeLengthPrefixed(identifyMessage(for: connection).encode(signedRecord: local.signedPeerRecord))
+        }
         await stream.closeWrite()
     }
 
@@ -135,8 +137,8 @@ public final class IdentifyService: @unchecked Sendable {
     public func requestIdentify(_ connection: Connection) async throws -> IdentifyInfo {
         guard let remote = connection.remotePeer else { throw StreamError.connectionClosed("not established") }
         let stream = try await connection.openStream([IdentifyInfo.protocolID])
-        let bytes = try await withTimeout(configuration.timeout) {
-            try await Self.readIdentifyStream(stream)
+        let bytes = try await stream.resettingOnError {
+            try await withTimeout(configuration.timeout) { try await Self.readIdentifyStream(stream) }
         }
         await stream.closeWrite()  // done: the stream is freed on both sides
         let info = try IdentifyInfo.decodeStream(bytes, from: remote)

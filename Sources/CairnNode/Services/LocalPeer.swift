@@ -65,8 +65,12 @@ public final class LocalPeer: Sendable {
     /// records expire an hour after their seq time, so republishing needs a fresh one).
     @discardableResult
     func refreshSignedRecord(force: Bool = false) -> VerifiedEnvelope {
-        let addrs = advertisedAddresses
-        return state.withLockedValue { s in
+        state.withLockedValue { s in
+            // Read under the lock that guards the record, so a record never goes back to an
+            // older address set with a higher seq.
+            let extra = s.extraAddresses.sorted { $0.key.rawValue < $1.key.rawValue }.flatMap(\.value)
+            var addrs = swarm.listenAddresses
+            for a in extra where !addrs.contains(a) { addrs.append(a) }
             if !force, let r = s.record, s.recordAddresses == addrs { return r }
             // seq is the time in nanoseconds (as go- and py-libp2p), kept strictly increasing.
             var seq = UInt64(Date().timeIntervalSince1970 * 1_000_000_000)

@@ -138,8 +138,9 @@ public final class NATService: @unchecked Sendable {
 
     /// Emits confirmed / expired external addresses and advertises the confirmed ones.
     func refreshExternalAddresses() {
-        let now = externalAddresses
+        // Compared and stored in one critical section: concurrent refreshes never undo each other.
         let (added, removed) = state.withLockedValue { s -> ([Multiaddr], [Multiaddr]) in
+            let now = s.book.externalAddresses(now: Date())
             defer { s.confirmed = now }
             return (now.filter { !s.confirmed.contains($0) }, s.confirmed.filter { !now.contains($0) })
         }
@@ -147,7 +148,9 @@ public final class NATService: @unchecked Sendable {
         for a in added { node.events.emit(.externalAddressConfirmed(a)) }
         for a in removed { node.events.emit(.externalAddressExpired(a)) }
         if configuration.advertiseExternalAddresses {
-            node.setExtraAddresses(now.filter { $0.tcpEndpoint != nil }, source: .observed)
+            // The newest confirmed set (another refresh may have moved on meanwhile).
+            let current = state.withLockedValue { $0.confirmed }
+            node.setExtraAddresses(current.filter { $0.tcpEndpoint != nil }, source: .observed)
         }
     }
 
@@ -312,9 +315,11 @@ public final class NATService: @unchecked Sendable {
     @discardableResult
     public func probe(_ connection: Connection) async throws -> AutoNAT.Status {
         let stream = try await connection.openStream([AutoNAT.protocolID])
-        try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: candidateAddresses())))
-        let bytes = try await withTimeout(configuration.dialBackTimeout + .seconds(5)) {
-            try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
+        let bytes = try await stream.resettingOnError {
+            try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: candidateAddresses())))
+            return try await withTimeout(configuration.dialBackTimeout + .seconds(5)) {
+                try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
+            }
         }
         await stream.closeWrite()
         guard case (.dialResponse(let status, let text, let addr), _) = try AutoNAT.decode(bytes) else {

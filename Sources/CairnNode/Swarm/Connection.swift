@@ -57,8 +57,10 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>)] = [:]
     var nextPingID: UInt32 = 1
     var closeReason: ConnectionError?
-    /// Set by the swarm's keep-alive rule: close as soon as no stream is open.
+    /// Set by the swarm's keep-alive rule: close as soon as no stream is open, if the condition
+    /// (a direct connection to the peer exists) still holds then.
     var idleCloseReason: String?
+    var idleCloseStillWanted: (@Sendable () -> Bool)?
     public private(set) var remotePeer: PeerID?
     let establishedPromise: EventLoopPromise<PeerID>
     let closedPromise: EventLoopPromise<ConnectionError>
@@ -217,15 +219,21 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     /// The keep-alive rule: once marked, the connection closes when its last stream does.
     private func streamsChanged() {
         guard let why = idleCloseReason, streams.isEmpty, !machine.isClosed else { return }
+        guard idleCloseStillWanted?() ?? true else {
+            idleCloseReason = nil  // the direct connection went away: this one is needed again
+            idleCloseStillWanted = nil
+            return
+        }
         logger.info("closing an idle \(isLimited ? "relayed " : "")connection: \(why)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
         perform(machine.close())
     }
 
     /// Closes the connection now if it carries no stream, else as soon as its last stream ends.
-    public func closeWhenIdle(because reason: String) {
+    public func closeWhenIdle(because reason: String, while stillWanted: (@Sendable () -> Bool)? = nil) {
         eventLoop.execute {
             guard self.idleCloseReason == nil else { return }
             self.idleCloseReason = reason
+            self.idleCloseStillWanted = stillWanted
             self.streamsChanged()
         }
     }

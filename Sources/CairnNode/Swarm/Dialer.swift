@@ -149,7 +149,21 @@ public final class Dialer: Sendable {
         self.swarm = swarm
         self.peerStore = peerStore
         self.logger = logger
+        let punches = self.punches
+        subscription = swarm.events.subscribe { event in
+            guard case .holePunchFinished(let o) = event else { return }
+            punches.withLockedValue { p in
+                if p[o.peer] == nil, p.count >= 1024, let oldest = p.min(by: { $0.value.at < $1.value.at }) { p[oldest.key] = nil }
+                p[o.peer] = o
+            }
+        }
     }
+
+    private let subscription: EventSubscription
+    /// The latest hole-punch outcome per peer (bounded), to explain an existing relayed connection.
+    private let punches = NIOLockedValueBox<[PeerID: HolePunchService.Outcome]>([:])
+
+    func lastPunch(_ peer: PeerID) -> HolePunchService.Outcome? { punches.withLockedValue { $0[peer] } }
 
     /// Adds a routing source (the DHT registers itself).
     public func addRouting(_ routing: any PeerRouting) { state.withLockedValue { $0.routing.append(routing) } }
@@ -169,6 +183,15 @@ public final class Dialer: Sendable {
             if !c.isLimited || options.waitForUpgrade == .zero {
                 return DialOutcome(connection: c, path: .existing, failures: [], elapsed: ContinuousClock.now - started)
             }
+            // Relayed already: never a second circuit. Its upgrade was decided (say why) or is
+            // still to come (wait for it).
+            var outcome = DialOutcome(connection: c, path: .relayed, relayedConnection: c, failures: [], elapsed: ContinuousClock.now - started)
+            if let punch = lastPunch(peer), case .relayed(let reason) = punch.result {
+                outcome.whyRelayed = "\(reason)"
+                return outcome
+            }
+            await waitForUpgrade(of: &outcome, peer: peer, events: swarm.events.stream(), within: options.waitForUpgrade)
+            return outcome
         }
         guard options.reuseExisting else { return try await run(peer, options) }
         // Dials that may ask routing and dials that may not are kept apart: routing (the DHT)
@@ -307,6 +330,10 @@ public final class Dialer: Sendable {
             var direct: Connection? = swarm.directConnection(to: peer)
             var directSeenAt: ContinuousClock.Instant? = direct == nil ? nil : .now
             var grace: Task<Void, Never>?
+            if let d = direct {
+                // Already direct: give the hole-punch side its moment to say how, no longer.
+                grace = Task { try? await Task.sleep(for: .seconds(1)); result.settle((d, nil)) }
+            }
             defer { grace?.cancel() }
             for await e in events {
                 switch e {

@@ -326,3 +326,14 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension MuxedStream {
+    /// Runs `body` on this stream; if it fails (a timeout, a bad answer), the stream is reset so
+    /// it does not stay open on both sides (and keep an idle connection alive).
+    public func resettingOnError<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch {
+            reset()
+            throw error
+        }
+    }
+}

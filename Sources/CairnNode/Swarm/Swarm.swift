@@ -280,15 +280,28 @@ public final class Swarm: @unchecked Sendable {
     public func addTransport(_ t: any SwarmTransport) { state.withLockedValue { $0.transports.append(t) } }
 
     private func established(_ connection: Connection) {
-        let limitedToSamePeer = state.withLockedValue { s -> [Connection] in
+        let (limitedToSamePeer, late) = state.withLockedValue { s -> ([Connection], Bool) in
             s.handshaking.remove(connection)
+            guard !s.shutDown else { return ([], true) }
             s.connections.insert(connection)
-            guard !connection.isLimited, let peer = connection.remotePeer else { return [] }
-            return s.connections.filter { $0.isLimited && $0.remotePeer == peer }
+            guard let peer = connection.remotePeer else { return ([], false) }
+            if connection.isLimited {
+                // A relayed connection that comes up beside a direct one falls under the rule too.
+                return (s.connections.contains { !$0.isLimited && $0.remotePeer == peer } ? [connection] : [], false)
+            }
+            return (s.connections.filter { $0.isLimited && $0.remotePeer == peer }, false)
+        }
+        if late {
+            // A dial that finished while the swarm shut down: nobody will close it later.
+            connection.eventLoop.execute { connection.perform(connection.machine.close()) }
+            return
         }
         // Keep-alive rule: a relayed connection is kept only while no direct one exists or while
         // it carries streams; once both are false it closes (no timer, no poll).
-        for r in limitedToSamePeer { r.closeWhenIdle(because: "a direct connection to the peer is up") }
+        for r in limitedToSamePeer {
+            guard let peer = r.remotePeer else { continue }
+            r.closeWhenIdle(because: "a direct connection to the peer is up") { [weak self] in self?.directConnection(to: peer) != nil }
+        }
         events.emit(.connectionEstablished(connection))
     }
 
