@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // Peers' RSA and ECDSA keys (Cairn's own keys stay libsodium's Ed25519).
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // libsodium, found through pkg-config; the only source of cryptography.
@@ -25,6 +27,12 @@ let package = Package(
             name: "CSodium",
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
+        ),
+        // libsecp256k1 (Debian's), to verify peers' secp256k1 signatures.
+        .systemLibrary(
+            name: "CSecp256k1",
+            pkgConfig: "libsecp256k1",
+            providers: [.apt(["libsecp256k1-dev"])]
         ),
         // A small Swift wrapper over the libsodium primitives Cairn uses.
         .target(name: "CairnCrypto", dependencies: ["CSodium"]),
@@ -38,7 +46,9 @@ let package = Package(
         .target(
             name: "CairnCore",
             dependencies: [
-                "CairnCrypto", "CairnProto",
+                "CairnCrypto", "CairnProto", "CSecp256k1",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

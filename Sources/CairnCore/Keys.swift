@@ -11,8 +11,8 @@ public enum KeyError: Error, Equatable, Sendable {
     case keyTooLarge(Int)
 }
 
-/// A public key in any of the libp2p key types. Ed25519 keys can verify signatures; the others are
-/// decoded and validated structurally so that peers using them can be named (peer IDs derived).
+/// A public key in any of the libp2p key types, each able to verify the signatures its peers make
+/// (Noise identity proofs, signed envelopes).
 public enum PublicKey: Hashable, Sendable {
     case ed25519(Ed25519PublicKey)
     /// A SEC1-encoded secp256k1 point (33 bytes compressed, or 65 bytes uncompressed).
@@ -30,8 +30,9 @@ public enum PublicKey: Hashable, Sendable {
     public init(protobufBytes bytes: [UInt8]) throws {
         guard bytes.count <= Self.maxEncodedLength else { throw KeyError.keyTooLarge(bytes.count) }
         let pb: Crypto_Pb_PublicKey
-        do { pb = try Crypto_Pb_PublicKey(serializedBytes: bytes) } catch { throw KeyError.malformedProtobuf }
-        guard pb.hasType, pb.hasData else { throw KeyError.malformedProtobuf }
+        do { pb = try Crypto_Pb_PublicKey(serializedBytes: bytes, partial: true) } catch { throw KeyError.malformedProtobuf }
+        // A missing type is the enum's default, RSA (py-libp2p leaves it out); the key must parse as one.
+        guard pb.hasData else { throw KeyError.malformedProtobuf }
         let data = [UInt8](pb.data)
         switch pb.type {
         case .ed25519:
@@ -79,11 +80,14 @@ public enum PublicKey: Hashable, Sendable {
         return try! [UInt8](pb.serializedBytes() as [UInt8])
     }
 
-    /// Verifies a signature. Only Ed25519 signatures are supported; other key types never verify.
+    /// Verifies a signature as libp2p defines it for the key's type: Ed25519 (libsodium), RSA
+    /// PKCS#1 v1.5 with SHA-256, ECDSA and secp256k1 DER signatures over SHA-256 of the message.
     public func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {
         switch self {
         case .ed25519(let k): return k.isValidSignature(signature, for: message)
-        default: return false
+        case .rsa(let der, _): return PeerKeyVerification.rsa(der: der, signature: signature, message: message)
+        case .ecdsa(let der): return PeerKeyVerification.ecdsa(der: der, signature: signature, message: message)
+        case .secp256k1(let point): return PeerKeyVerification.secp256k1(point: point, signature: signature, message: message)
         }
     }
 

@@ -34,9 +34,11 @@ public struct UnverifiedEnvelope: Sendable {
     public init(bytes: [UInt8]) throws(EnvelopeError) {
         guard bytes.count <= Self.maxSize else { throw .tooLarge(bytes.count) }
         let pb: Record_Pb_Envelope
-        do { pb = try Record_Pb_Envelope(serializedBytes: bytes) } catch { throw .malformed("protobuf: \(error)") }
+        // Partial: py-libp2p leaves out the key's type when it is RSA (0, the enum's default);
+        // `PublicKey` reads a missing type as that default and checks the key itself.
+        do { pb = try Record_Pb_Envelope(serializedBytes: bytes, partial: true) } catch { throw .malformed("protobuf: \(error)") }
         guard pb.hasPublicKey else { throw .malformed("no public key") }
-        do { publicKeyBytes = try [UInt8](pb.publicKey.serializedBytes() as [UInt8]) } catch { throw .malformed("public key") }
+        do { publicKeyBytes = try [UInt8](pb.publicKey.serializedBytes(partial: true) as [UInt8]) } catch { throw .malformed("public key") }
         payloadType = [UInt8](pb.payloadType)
         payload = [UInt8](pb.payload)
         signature = [UInt8](pb.signature)

@@ -247,7 +247,7 @@ func ask(_ node: ControlClient, _ fill: (inout P2pd_Pb_CairnRequest) -> Void) as
 }
 
 struct Resolve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Resolve a peer ID to its verified current addresses (its presence record).")
+    static let configuration = CommandConfiguration(abstract: "Resolve a peer ID to its addresses: its verified presence record, else libp2p peer routing (any libp2p peer).")
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
     @Argument var peer: String
@@ -258,9 +258,13 @@ struct Resolve: AsyncParsableCommand {
         if let node = await runningNode(common) {
             report = try await ask(node) { $0.type = .resolve; $0.peer = Data(id.bytes) }.report
         } else {
-            report = Reports.resolve(try await withJoinedDHT(common, dht) { _, s in try await s.resolve(id) })
+            report = Reports.found(id, try await withJoinedDHT(common, dht) { _, s in try await s.findPeer(id) })
         }
-        print("peer \(report["peer"] ?? "?") (seq \(report["seq"] ?? "?"), verified)")
+        if let seq = report["seq"] {
+            print("peer \(report["peer"] ?? "?") (seq \(seq), verified)")
+        } else {
+            print("peer \(report["peer"] ?? "?") (found by peer routing: addresses the closest peers know, unsigned)")
+        }
         for a in report["addrs"] as? [String] ?? [] { print("  \(a)") }
     }
 }
@@ -327,7 +331,7 @@ struct Get: AsyncParsableCommand {
 }
 
 struct Provide: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Announce this node as a provider of a key (a CID's text or any string).")
+    static let configuration = CommandConfiguration(abstract: "Announce this node as a provider of a CID (CIDv0 or CIDv1 text; keyed by its multihash, as kad-dht does) or of any string.")
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
     @Argument var cid: String
@@ -335,11 +339,11 @@ struct Provide: AsyncParsableCommand {
     func run() async throws {
         let report: Reports.Object
         if let node = await runningNode(common) {
-            report = try await ask(node) { $0.type = .provide; $0.key = Data(cid.utf8) }.report
+            report = try await ask(node) { $0.type = .provide; $0.key = Data(CID.providerKey(cid)) }.report
         } else {
             report = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { _, s in
-                let (a, t) = try await s.provide(Array(cid.utf8))
-                return Reports.stored(key: Array(cid.utf8), acks: a, attempted: t)
+                let (a, t) = try await s.provide(CID.providerKey(cid))
+                return Reports.stored(key: CID.providerKey(cid), acks: a, attempted: t)
             }
         }
         print("provided \(cid) to \(report["acks"] ?? 0) of \(report["attempted"] ?? 0) closest peers")
@@ -355,9 +359,9 @@ struct Providers: AsyncParsableCommand {
     func run() async throws {
         let report: Reports.Object
         if let node = await runningNode(common) {
-            report = try await ask(node) { $0.type = .providers; $0.key = Data(cid.utf8) }.report
+            report = try await ask(node) { $0.type = .providers; $0.key = Data(CID.providerKey(cid)) }.report
         } else {
-            report = Reports.providers(try await withJoinedDHT(common, dht) { _, s in try await s.providers(Array(cid.utf8)) })
+            report = Reports.providers(try await withJoinedDHT(common, dht) { _, s in try await s.providers(CID.providerKey(cid)) })
         }
         let ps = report["providers"] as? [Reports.Object] ?? []
         print("\(ps.count) provider(s) of \(cid)")

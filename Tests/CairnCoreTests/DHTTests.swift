@@ -250,6 +250,26 @@ final class KadMessageTests: XCTestCase {
 }
 
 final class KademliaBehaviourTests: XCTestCase {
+    /// FIND_NODE as go-libp2p-kad-dht answers it: our own ID gives us (a lone server is not
+    /// "a peer that returns no closest peers"); a connected peer outside the table is added.
+    func testFindNodeAnswersWithItselfAndWithAConnectedTarget() throws {
+        let me = PrivateKey.generate(), asker = PrivateKey.generate(), client = PrivateKey.generate()
+        var b = KademliaBehaviour(local: me.peerID, store: InMemoryDHTStore())
+        b.localAddresses = [try Multiaddr("/ip4/198.51.100.1/tcp/4001")]
+        let own = try XCTUnwrap(b.tableReply(to: KadMessage(kind: .findNode, key: me.peerID.bytes), from: asker.peerID))
+        XCTAssertEqual(own.closerPeers.map(\.id), [me.peerID])
+        XCTAssertEqual(own.closerPeers.first?.addresses, b.localAddresses)
+        let addr = try Multiaddr("/ip4/198.51.100.2/tcp/4001")
+        let other = try XCTUnwrap(b.tableReply(to: KadMessage(kind: .findNode, key: client.peerID.bytes), from: asker.peerID) { id in
+            id == client.peerID ? [addr] : nil
+        })
+        XCTAssertEqual(other.closerPeers.map(\.id), [client.peerID])
+        XCTAssertEqual(other.closerPeers.first?.addresses, [addr])
+        // Never the requester to itself.
+        let selfAsk = try XCTUnwrap(b.tableReply(to: KadMessage(kind: .findNode, key: asker.peerID.bytes), from: asker.peerID) { _ in [addr] })
+        XCTAssertTrue(selfAsk.closerPeers.isEmpty)
+    }
+
     func testServerRefusesRollbackAndForeignProviders() throws {
         let me = PrivateKey.generate(), writer = PrivateKey.generate(), stranger = PrivateKey.generate()
         var b = KademliaBehaviour(local: me.peerID, store: InMemoryDHTStore())

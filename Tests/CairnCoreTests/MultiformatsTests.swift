@@ -613,3 +613,21 @@ final class UnixMultiaddrTests: XCTestCase {
         XCTAssertThrowsError(try Multiaddr(bytes: [0x90, 0x03, 0]))
     }
 }
+
+final class CIDKeyTests: XCTestCase {
+    /// kad-dht keys providers by multihash: a CIDv0 and the CIDv1 of the same content share a key.
+    func testCIDv0AndCIDv1OfOneContentShareTheirMultihash() throws {
+        let v0 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"  // the empty UnixFS directory
+        let mh = try XCTUnwrap(CID.multihash(text: v0))
+        XCTAssertEqual(mh.count, 34)
+        XCTAssertEqual(Array(mh.prefix(2)), [0x12, 0x20])
+        let v1 = "b" + Base32.encode([0x01, 0x70] + mh)  // dag-pb, base32
+        XCTAssertEqual(CID.multihash(text: v1), mh)
+        XCTAssertEqual(CID.multihash(binary: [0x01, 0x55] + mh), mh, "raw codec, binary")
+        XCTAssertEqual(CID.providerKey(v1), mh)
+        // Not CIDs: used as they are.
+        XCTAssertNil(CID.multihash(text: "hello"))
+        XCTAssertEqual(CID.providerKey("hello"), Array("hello".utf8))
+        XCTAssertNil(CID.multihash(binary: [0x01, 0x55, 0x12, 0x20, 0x00]), "a truncated multihash")
+    }
+}

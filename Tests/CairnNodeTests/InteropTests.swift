@@ -49,6 +49,28 @@ final class InteropTests: XCTestCase {
         _ = try await py.waitFor(event: "connected") { $0["peer_id"] as? String == self.node.peerID.base58 }
     }
 
+    /// py-libp2p peers with RSA (kubo's default, the public bootstrap nodes') and secp256k1
+    /// identities: their Noise identity proof and signed peer record verify, both ways.
+    func testPeersWithRSAAndSecp256k1IdentitiesAreVerified() async throws {
+        for (keyType, prefix) in [("rsa", "Qm"), ("secp256k1", "16Uiu2")] {
+            let py = try PyPeer.Listener(extraArgs: ["--key-type", keyType])
+            defer { py.stop() }
+            try await py.start()
+            XCTAssertTrue(py.peerID.hasPrefix(prefix), "\(keyType): \(py.peerID)")
+            let conn = try await node.dial(Multiaddr(py.addrs[0]))
+            XCTAssertEqual(conn.remotePeer?.base58, py.peerID, keyType)
+            let info = try await node.identify(conn)
+            let record = try XCTUnwrap(info.signedPeerRecord, "\(keyType): \(info.signedPeerRecordError ?? "no record")")
+            XCTAssertEqual(record.peerID.base58, py.peerID)
+            let rtts = try await node.ping(conn, count: 2)
+            XCTAssertEqual(rtts.count, 2)
+            // And py dials us: our Ed25519 proof verifies on its side, its proof on ours.
+            let r = try await PyPeer.run(["ping", fullAddr, "--count", "1", "--key-type", keyType])
+            XCTAssertEqual(r.status, 0, "\(keyType): \(r.stdout) \(r.stderr)")
+            XCTAssertEqual(r.json["peer_id"] as? String, node.peerID.base58)
+        }
+    }
+
     func testPyIdentifiesSwift() async throws {
         let r = try await PyPeer.run(["identify", fullAddr])
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)

@@ -280,12 +280,28 @@ MAX_IDENTIFY_BYTES = 1 << 20  # what py-libp2p's read_length_prefixed_protobuf a
 # --------------------------------------------------------------------------------------
 # host construction
 # --------------------------------------------------------------------------------------
+KEY_TYPE = "ed25519"  # --key-type: the identity's key type (Cairn verifies all four)
+
+
+def identity_key_pair():
+    if KEY_TYPE == "rsa":
+        from libp2p.crypto.rsa import create_new_key_pair as rsa_key_pair
+        return rsa_key_pair(2048)
+    if KEY_TYPE == "secp256k1":
+        from libp2p.crypto.secp256k1 import create_new_key_pair as secp_key_pair
+        return secp_key_pair()
+    if KEY_TYPE == "ecdsa":
+        from libp2p.crypto.ecc import create_new_key_pair as ecc_key_pair
+        return ecc_key_pair("P-256")
+    return ed25519_key_pair()
+
+
 def make_host(seed_hex: str | None, listen: list[Multiaddr] | None = None,
               retries: int = 0):
     if seed_hex:
         key_pair = ed25519_key_pair(bytes.fromhex(seed_hex))  # checked in main()
     else:
-        key_pair = ed25519_key_pair()
+        key_pair = identity_key_pair()
     # Only Noise + Yamux.  new_host()'s defaults would also offer TLS, secio and
     # plaintext (security) and mplex (muxer).
     sec_opt = {
@@ -1821,6 +1837,8 @@ async def run_dcutr_dial(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--seed", help="32-byte hex seed for a deterministic Ed25519 key")
+    common.add_argument("--key-type", default="ed25519", choices=["ed25519", "rsa", "secp256k1", "ecdsa"],
+                        help="identity key type (without --seed)")
     common.add_argument("--timeout", type=float, default=20.0,
                         help="overall time bound in seconds for dial modes (default 20)")
     common.add_argument("--retries", type=int, default=0,
@@ -1917,6 +1935,8 @@ def main(argv: list[str] | None = None) -> int:
     pdd.add_argument("--hold", type=float, default=0.0,
                      help="keep running this many seconds after the result")
     args = p.parse_args(argv)
+    global KEY_TYPE
+    KEY_TYPE = getattr(args, "key_type", "ed25519")
     if args.seed is not None:
         try:
             ok = len(bytes.fromhex(args.seed)) == 32

@@ -152,11 +152,28 @@ public struct KademliaBehaviour: Sendable {
     /// The routing table's part of an answer (closer peers); nil when the table has nothing to
     /// say (PUT_VALUE, ADD_PROVIDER). A driver that keeps the behaviour behind a lock calls this
     /// under it and `KademliaStorage.complete` outside it, so no store I/O happens under the lock.
-    public func tableReply(to request: KadMessage, from peer: PeerID) -> KadMessage? {
+    ///
+    /// FIND_NODE answers as go-libp2p-kad-dht does: for our own ID, us; otherwise the closest
+    /// peers, plus the target itself when we are connected to it (`connected` gives its
+    /// addresses) and it is not the requester.
+    public func tableReply(to request: KadMessage, from peer: PeerID,
+                           connected: (PeerID) -> [Multiaddr]? = { _ in nil }) -> KadMessage? {
         let target = DHTKey(hashing: request.key)
         switch request.kind {
         case .ping: return KadMessage(kind: .ping)
-        case .findNode, .getValue, .getProviders:
+        case .findNode:
+            guard let id = try? PeerID(bytes: request.key) else {
+                return KadMessage(kind: .findNode, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
+            }
+            if id == local {
+                return KadMessage(kind: .findNode, key: request.key, closerPeers: [KadPeer(id: local, addresses: localAddresses)])
+            }
+            var closer = closerPeers(to: target, excluding: peer)
+            if id != peer, !closer.contains(where: { $0.id == id }), let addrs = connected(id), !addrs.isEmpty {
+                closer.append(KadPeer(id: id, addresses: addrs, connected: true))
+            }
+            return KadMessage(kind: .findNode, key: request.key, closerPeers: closer)
+        case .getValue, .getProviders:
             return KadMessage(kind: request.kind, key: request.key, closerPeers: closerPeers(to: target, excluding: peer))
         case .putValue, .addProvider: return nil
         }

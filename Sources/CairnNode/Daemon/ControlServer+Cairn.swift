@@ -34,7 +34,8 @@ extension ControlServer {
             let info = try await host.node.identify(conn)
             report = Reports.identify(info, peer: conn.remotePeer!, localAddress: conn.localAddress)
         case .resolve:
-            report = Reports.resolve(try await dht().resolve(try peerID(c.peer)))
+            let peer = try peerID(c.peer)
+            report = Reports.found(peer, try await dht().findPeer(peer))
         case .get:
             let k = try key()
             guard let r = try await dht().getValue(k) else { throw ControlRequestError("no valid record for \(String(decoding: k, as: UTF8.self))") }

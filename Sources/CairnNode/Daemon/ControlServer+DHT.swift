@@ -95,10 +95,5 @@ extension ControlServer {
 
     /// kad-dht keys provider records by the CID's multihash: CIDv0 is a bare sha2-256 multihash,
     /// CIDv1 is <version><codec><multihash>. Anything else is used as it is.
-    static func providerKey(cid: [UInt8]) -> [UInt8] {
-        if cid.count == 34, cid[0] == 0x12, cid[1] == 0x20 { return cid }
-        guard let (version, n) = try? Varint.decode(cid[...]), version == 1,
-              let (_, m) = try? Varint.decode(cid[n...]), n + m < cid.count else { return cid }
-        return Array(cid[(n + m)...])
-    }
+    static func providerKey(cid: [UInt8]) -> [UInt8] { CID.multihash(binary: cid) ?? cid }
 }

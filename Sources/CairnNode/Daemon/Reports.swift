@@ -51,6 +51,14 @@ public enum Reports {
         ["peer": record.peerID.base58, "seq": Int(clamping: record.seq), "addrs": record.addresses.map(\.description)]
     }
 
+    /// `cairn resolve` of any libp2p peer: its presence record when it has one, else what peer
+    /// routing found (unsigned hints from the closest peers).
+    public static func found(_ peer: PeerID, _ r: RoutedAddresses) -> Object {
+        var o: Object = ["peer": peer.base58, "addrs": r.addresses.map(\.description), "source": "\(r.source)"]
+        if case .presenceRecord(let seq) = r.source { o["seq"] = Int(clamping: seq) }
+        return o
+    }
+
     /// `cairn get`: the record's kind and what verified it (the value travels as bytes).
     public static func get(_ r: DHTRecord) -> Object {
         var o: Object = ["key": String(decoding: r.key, as: UTF8.self), "seq": Int(clamping: r.seq), "expires": r.expiresAt.timeIntervalSince1970]

@@ -92,7 +92,7 @@ extension DHTService {
 
     func run(_ start: (inout KademliaBehaviour, Date) throws -> (QueryID, [KadAction])) async throws -> (QueryResult, QueryStats) {
         let (q, actions) = try behaviour.withLockedValue { b in
-            b.localAddresses = node.listenAddresses
+            b.localAddresses = node.advertisedAddresses
             return try start(&b, self.now())
         }
         return await withCheckedContinuation { c in
@@ -159,7 +159,7 @@ extension DHTService {
 
     public func provide(_ key: [UInt8]) async throws -> (Int, Int) {
         if mode == .server {
-            let addrs = node.listenAddresses
+            let addrs = node.advertisedAddresses
             try storage.addLocalProvider(key: key, provider: node.peerID, addresses: addrs, now: self.now())
         }
         let (result, _) = try await run { b, now in try b.announceProvider(key: key, now: now) }

@@ -65,10 +65,19 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         let behaviour = NIOLockedValueBox(KademliaBehaviour(local: node.peerID, store: store, configuration: configuration.kademlia, now: clock()))
         self.behaviour = behaviour
         self.storage = behaviour.withLockedValue { $0.storage }
+        let connectedAddresses: @Sendable (PeerID) -> [Multiaddr]? = { [weak node] id in
+            // What we know of a connected peer: its identify, else the connection's address.
+            guard let node, let c = node.swarm.directConnection(to: id) else { return nil }
+            let said = node.identifyService.lastInfo(from: id)?.listenAddrs.filter { $0.tcpEndpoint != nil } ?? []
+            return said.isEmpty ? c.remoteAddress.map { [$0] } : said
+        }
         self.server = DHTServer(storage: storage, rate: configuration.requestRate, burst: configuration.requestBurst, clock: clock, logger: logger) {
             request, peer in
             // Only the routing table's part under the lock; the store's part follows outside it.
-            behaviour.withLockedValue { b in b.configuration.mode == .server ? .some(b.tableReply(to: request, from: peer)) : nil }
+            let connected = request.kind == .findNode ? (try? PeerID(bytes: request.key)).flatMap { connectedAddresses($0) } : nil
+            return behaviour.withLockedValue { b in
+                b.configuration.mode == .server ? .some(b.tableReply(to: request, from: peer) { _ in connected }) : nil
+            }
         }
         if configuration.kademlia.mode == .server {
             node.swarm.handle(configuration.kademlia.protocolID) { [server] stream in try await server.serve(stream) }
@@ -110,7 +119,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
 
     /// Starts the timers and restores the saved routing table.
     public func start() {
-        behaviour.withLockedValue { $0.localAddresses = node.listenAddresses }
+        behaviour.withLockedValue { $0.localAddresses = node.advertisedAddresses }
         if let snapshots, let saved = try? snapshots.loadRouting(), !saved.isEmpty {
             behaviour.withLockedValue { b in b.restore(saved.map { ($0.0, $0.1) }, now: self.now()) }
             logger.info("restored routing table", metadata: ["peers": "\(saved.count)"])

