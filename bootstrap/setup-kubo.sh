@@ -85,7 +85,7 @@ PY
 }
 have="$(installed_version || true)"
 if [ "$have" != "$KUBO_PY_VERSION" ]; then
-    log "installing kubo-python==$KUBO_PY_VERSION into $VENV (had: ${have:-none}); ~30 MB download"
+    log "installing kubo-python==$KUBO_PY_VERSION into $VENV (had: ${have:-none}); its libkubo .so is 79 MB"
     "$VPY" -m pip install -q --disable-pip-version-check "kubo-python==$KUBO_PY_VERSION" >&2
     have="$(installed_version || true)"
     if [ "$have" != "$KUBO_PY_VERSION" ]; then

@@ -9,6 +9,7 @@ source bootstrap/setup.sh
 py="$(bash bootstrap/setup-interop.sh | tail -n 1)"
 export CAIRN_PY_VENV="$(dirname "$(dirname "$py")")"
 export CAIRN_P2PCLIENT_PY="$(bash bootstrap/setup-p2pclient.sh | tail -n 1)"
+export CAIRN_KUBO_PY="$(bash bootstrap/setup-kubo.sh | tail -n 1)"
 export CAIRN_REQUIRE_INTEROP=1
 # The NAT lab tests need root, ip and nft (installed by setup.sh); CI has them, so there they must run.
 if [ "${CI:-}" = "true" ]; then export CAIRN_REQUIRE_LAB=1; fi

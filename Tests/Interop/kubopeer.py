@@ -44,9 +44,10 @@ with ctypes.  Set it up with bootstrap/setup-kubo.sh (prints the venv's python l
 stdout carries only JSON lines (flushed); everything else (Go's stderr logging, our logs)
 goes to stderr.  First line:
     {"event":"ready","peer_id":...,"addrs":[".../p2p/<id>"],"key":"rsa|ed25519",...}
-or {"event":"error","error":...} and exit 1.  Then one command per stdin line, each
-answered by exactly one JSON line whose "event" is the command name, with "error" set
-when it failed:
+or {"event":"error","error":...} + {"event":"exit",...,"code":1} and exit 1.  Then one
+command per stdin line (shell-style quoting), each answered by exactly one JSON line whose
+"event" is the command name, with "error" set when it failed and "ms" its duration.  A C
+call that does not return in time is answered with an error and left running in Go:
     id                          peer_id + current addrs (they change, e.g. relay addrs)
     connect MADDR               ConnectToPeer (needs /p2p/<id>)
     peers                       connected peers: [{"peer_id","addr"}]
@@ -56,7 +57,8 @@ when it failed:
     addfile PATH                AddFile of a file or directory
     get CID [SECS]              Download (bitswap; asks the DHT for providers if no
                                 connected peer has it) -> "text"/"base64"
-    pin CID / unpin CID / pins  PinCID / UnpinCID / ListPins
+    pin CID [SECS] / unpin CID / pins
+                                PinCID (fetches the DAG; default 30 s) / UnpinCID / ListPins
     providers CID | provide CID not in the C API: answered with an error (see notes)
     p2p-listen PROTO TARGET     P2PListen: /x/PROTO streams -> TCP TARGET maddr
     p2p-forward PROTO LISTEN PEERID
@@ -83,6 +85,7 @@ import os
 import platform
 import secrets
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -427,6 +430,7 @@ class Peer:
                 run_with_timeout(lambda: self.kubo.call("CleanupNode"), 15)
             except Exception as e:  # noqa: BLE001
                 log("CleanupNode:", e)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     # --- helpers ----------------------------------------------------------------------
     def log_size(self):
@@ -463,7 +467,8 @@ class Peer:
         if rc == 0:
             return True, None
         why = {-1: "node not running", -2: "bad multiaddr (needs /p2p/<id>)", -3: "dial failed"}
-        errs = self.errors_since(off)
+        # Go's dial error spans several log lines (one per address tried): take them all
+        errs = [l.strip() for l in self.log_since(off) if l.strip()]
         return False, why.get(rc, f"rc={rc}") + (": " + " | ".join(errs) if errs else "")
 
     def peers(self):
@@ -569,8 +574,9 @@ class Peer:
             res["base64"] = base64.b64encode(data).decode()
         return res
 
-    def cmd_pin(self, cid):
-        rc = run_with_timeout(lambda: self.kubo.call("PinCID", cid.encode()), 60)
+    def cmd_pin(self, cid, secs="30"):
+        # fetches the whole DAG first (no timeout on the Go side)
+        rc = run_with_timeout(lambda: self.kubo.call("PinCID", cid.encode()), float(secs))
         return {"cid": cid} if rc == 0 else {"cid": cid, "error": f"PinCID rc={rc}"}
 
     def cmd_unpin(self, cid):
@@ -629,6 +635,8 @@ class Peer:
 
     def cmd_next(self, sid, secs="5"):
         sid = int(sid)
+        if sid not in self.subs:  # PubSubNextMessage answers NULL for unknown ids too
+            return {"sub_id": sid, "error": "unknown sub_id"}
         deadline = time.monotonic() + float(secs)
         while True:
             raw = self.kubo.string(self.kubo.lib.PubSubNextMessage(sid))
@@ -688,7 +696,6 @@ def main():
     args = ap.parse_args()
 
     peer = Peer(args)
-    stopping = threading.Event()
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -703,8 +710,8 @@ def main():
             emit({"event": "error", "error": f"{type(e).__name__}: {e}"})
             code, reason = 1, "startup failed"
             return code
-        # kubo calls os/signal.Notify for SIGTERM/SIGINT while it starts, which takes the
-        # signals from us (Go then swallows them): put our handlers back
+        # observed: after RunNode, SIGTERM no longer reaches Python (the Go runtime has taken
+        # it over via os/signal.Notify and swallows it): put our handlers back
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         for line in sys.stdin:
@@ -720,7 +727,6 @@ def main():
     except KeyboardInterrupt as e:
         reason = f"signal {e}"
     finally:
-        stopping.set()
         t0 = time.monotonic()
         peer.stop()
         emit({"event": "exit", "reason": reason, "code": code,
