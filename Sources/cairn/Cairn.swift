@@ -174,8 +174,8 @@ struct DHTOptions: ParsableArguments {
     var peersFile: String = "bootstrap/peers"
     @Option(name: .customLong("dht-mode"), help: "server (answer DHT requests) or client.")
     var mode: String = "server"
-    @Option(name: .customLong("dht-protocol"), help: "Kademlia protocol ID.")
-    var protocolID: String = "/ipfs/kad/1.0.0"
+    @Option(name: .customLong("dht-protocol"), help: "Kademlia protocol ID (repeatable: the first is the main one, the others are served on the same table, e.g. kubo's LAN DHT /ipfs/lan/kad/1.0.0).")
+    var protocolIDs: [String] = ["/ipfs/kad/1.0.0"]
 
     func bootstrapPeers() throws -> [Multiaddr] {
         var lines = bootstrap
@@ -189,7 +189,9 @@ struct DHTOptions: ParsableArguments {
     func apply(to c: inout CairnHost.Configuration, mode override: KademliaConfiguration.Mode?) throws {
         guard mode == "server" || mode == "client" else { throw ValidationError("--dht-mode is server or client") }
         c.bootstrapPeers = try bootstrapPeers()
-        c.dht.service.kademlia.protocolID = protocolID
+        guard let main = protocolIDs.first else { throw ValidationError("--dht-protocol needs a value") }
+        c.dht.service.kademlia.protocolID = main
+        c.dht.service.additionalProtocols = Array(protocolIDs.dropFirst())
         c.dht.service.kademlia.mode = override ?? (mode == "client" ? .client : .server)
     }
 }

@@ -27,15 +27,16 @@ final class KuboInteropTests: LoopbackNodesTestCase {
     }
 
     /// A Cairn host on loopback: DHT server on kubo's LAN protocol, nothing else that dials.
-    func host(_ name: String, bootstrap: [String] = [], ip: String = "127.0.0.1") async throws -> CairnHost {
+    func host(_ name: String, bootstrap: [String] = [], protocols: [String] = [lanDHT]) async throws -> CairnHost {
         var c = CairnHost.Configuration()
         c.dataDirectory = nil
-        c.listenAddresses = [try Multiaddr("/ip4/\(ip)/tcp/0")]
+        c.listenAddresses = [try Multiaddr("/ip4/127.0.0.1/tcp/0")]
         c.bootstrapPeers = try bootstrap.map { try Multiaddr($0) }
         c.stun = false
         c.autoNATProbing = false
         c.autoRelay = .off
-        c.dht.service.kademlia.protocolID = Self.lanDHT
+        c.dht.service.kademlia.protocolID = protocols[0]
+        c.dht.service.additionalProtocols = Array(protocols.dropFirst())
         c.dht.followReachability = false
         c.dht.publishPresence = false
         let h = try CairnHost(configuration: c, group: group, logger: logs.logger(label: name))
@@ -76,7 +77,9 @@ final class KuboInteropTests: LoopbackNodesTestCase {
     // MARK: A mixed DHT
 
     func testKuboAndCairnFindEachOtherByIDThroughAMixedDHT() async throws {
-        let s = try await host("s")
+        // S serves the IPFS DHT and kubo's LAN DHT on one table (kubo speaks the LAN one here).
+        let s = try await host("s", protocols: ["/ipfs/kad/1.0.0", Self.lanDHT])
+        XCTAssertTrue(s.node.swarm.supportedProtocols.contains("/ipfs/kad/1.0.0"))
         let k = try kubo(["--bootstrap", addr(s)])
         let kID = try PeerID(string: k.peerID)
         let t = try await host("t", bootstrap: [addr(s)])

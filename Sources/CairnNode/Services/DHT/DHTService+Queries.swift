@@ -49,7 +49,7 @@ extension DHTService {
     /// One request on a fresh stream; nil response for ADD_PROVIDER (no reply expected).
     func request(_ peer: PeerID, _ addresses: [Multiaddr], _ message: KadMessage) async throws -> KadMessage? {
         let connection = try await connect(peer, addresses)
-        let stream = try await connection.openStream([protocolID])
+        let stream = try await connection.openStream(protocolIDs)
         try await stream.writeLengthPrefixed(message.encode())
         if message.kind == .addProvider {
             await stream.closeWrite()

@@ -31,6 +31,10 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         public var tickInterval: Duration = .seconds(1)
         public var sweepInterval: Duration = .seconds(5 * 60)
         public var snapshotInterval: Duration = .seconds(60)
+        /// More protocol IDs served on the same table (kubo's LAN DHT, `/ipfs/lan/kad/1.0.0`,
+        /// beside `/ipfs/kad/1.0.0`): the wire format is the same; requests we send propose the
+        /// main protocol first and use whichever the peer speaks.
+        public var additionalProtocols: [String] = []
         /// Per-peer limit on requests served: average rate and burst.
         public var requestRate: Double = 20
         public var requestBurst: Double = 40
@@ -80,7 +84,9 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             }
         }
         if configuration.kademlia.mode == .server {
-            node.swarm.handle(configuration.kademlia.protocolID) { [server] stream in try await server.serve(stream) }
+            for p in [configuration.kademlia.protocolID] + configuration.additionalProtocols {
+                node.swarm.handle(p) { [server] stream in try await server.serve(stream) }
+            }
         }
         subscription = node.events.subscribe { [weak self] event in
             switch event {
@@ -96,6 +102,8 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     private let presence = NIOLockedValueBox<(task: Task<Void, Never>?, followChanges: Bool)>((nil, false))
 
     public var protocolID: String { configuration.kademlia.protocolID }
+    /// Every protocol ID this DHT speaks, the main one first.
+    public var protocolIDs: [String] { [configuration.kademlia.protocolID] + configuration.additionalProtocols }
 
     public var mode: KademliaConfiguration.Mode { behaviour.withLockedValue { $0.configuration.mode } }
 
@@ -108,10 +116,12 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             return true
         }
         guard changed else { return }
-        if mode == .server {
-            node.swarm.handle(protocolID) { [server] stream in try await server.serve(stream) }
-        } else {
-            node.swarm.unhandle(protocolID)
+        for p in protocolIDs {
+            if mode == .server {
+                node.swarm.handle(p) { [server] stream in try await server.serve(stream) }
+            } else {
+                node.swarm.unhandle(p)
+            }
         }
         logger.notice("DHT mode is now \(mode)")  // identify push follows the protocol change
     }
@@ -167,7 +177,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     private func identified(_ connection: Connection, _ info: IdentifyInfo) {
         guard let peer = connection.remotePeer else { return }
         let addrs = usableAddresses(info.listenAddrs, peer: peer)
-        if info.protocols.contains(protocolID) {
+        if info.protocols.contains(where: protocolIDs.contains) {
             perform(behaviour.withLockedValue { $0.peerSeen(peer, addresses: addrs, now: self.now()) })
         } else {
             behaviour.withLockedValue { $0.peerGone(peer) }
