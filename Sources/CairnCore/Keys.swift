@@ -31,8 +31,7 @@ public enum PublicKey: Hashable, Sendable {
         guard bytes.count <= Self.maxEncodedLength else { throw KeyError.keyTooLarge(bytes.count) }
         let pb: Crypto_Pb_PublicKey
         do { pb = try Crypto_Pb_PublicKey(serializedBytes: bytes, partial: true) } catch { throw KeyError.malformedProtobuf }
-        // A missing type is the enum's default, RSA (py-libp2p leaves it out); the key must parse as one.
-        guard pb.hasData else { throw KeyError.malformedProtobuf }
+        guard pb.hasType, pb.hasData else { throw KeyError.malformedProtobuf }
         let data = [UInt8](pb.data)
         switch pb.type {
         case .ed25519:

@@ -38,7 +38,9 @@ public struct UnverifiedEnvelope: Sendable {
         // `PublicKey` reads a missing type as that default and checks the key itself.
         do { pb = try Record_Pb_Envelope(serializedBytes: bytes, partial: true) } catch { throw .malformed("protobuf: \(error)") }
         guard pb.hasPublicKey else { throw .malformed("no public key") }
-        do { publicKeyBytes = try [UInt8](pb.publicKey.serializedBytes(partial: true) as [UInt8]) } catch { throw .malformed("public key") }
+        var key = pb.publicKey
+        if !key.hasType && key.hasData && key.unknownFields.data.isEmpty { key.type = .rsa }  // proto2's default, left out by py
+        do { publicKeyBytes = try [UInt8](key.serializedBytes(partial: true) as [UInt8]) } catch { throw .malformed("public key") }
         payloadType = [UInt8](pb.payloadType)
         payload = [UInt8](pb.payload)
         signature = [UInt8](pb.signature)

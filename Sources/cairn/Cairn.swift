@@ -272,7 +272,7 @@ struct Resolve: AsyncParsableCommand {
 }
 
 struct Publish: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Publish a signed record under /<namespace>/<our peer ID>.")
+    static let configuration = CommandConfiguration(abstract: "Publish a signed record under /<namespace>/<our peer ID>; the namespace ipns publishes an IPNS record of our name (value e.g. /ipfs/<cid>), which kubo and any IPFS node accept.")
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
     @Argument var namespace: String
@@ -287,8 +287,10 @@ struct Publish: AsyncParsableCommand {
         } else {
             report = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { host, s -> Reports.Object in
                 let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
-                let (key, env) = RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
-                                                                       expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
+                let (key, env) = namespace == "ipns"
+                    ? Reports.ipnsRecord(value: value, lifetime: ttl, key: host.node.swarm.identity)
+                    : RecordValidator.signApplicationRecord(namespace: namespace, value: value, seq: seq,
+                                                            expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
                 let (a, t) = try await s.putValue(key, env)
                 return Reports.stored(key: key, acks: a, attempted: t)
             }
@@ -306,7 +308,7 @@ struct Get: AsyncParsableCommand {
     @Argument var key: String
 
     func run() async throws {
-        let k = Array(key.utf8)
+        let k = Reports.dhtKey(key)
         let report: Reports.Object, value: [UInt8]
         if let node = await runningNode(common) {
             (report, value) = try await ask(node) { $0.type = .get; $0.key = Data(k) }
@@ -321,6 +323,10 @@ struct Get: AsyncParsableCommand {
             let p = report["presence"] as? Reports.Object ?? [:]
             print("presence record of \(p["peer"] ?? "?"), seq \(p["seq"] ?? "?"), verified")
             for a in p["addrs"] as? [String] ?? [] { print("  \(a)") }
+        case "ipns":
+            let expires = Date(timeIntervalSince1970: report["expires"] as? Double ?? 0)
+            FileHandle.standardError.write(Data("IPNS record of \(report["name"] ?? "?"), sequence \(report["seq"] ?? "?"), valid until \(expires), verified\n".utf8))
+            FileHandle.standardOutput.write(Data(value))
         case "application":
             let expires = Date(timeIntervalSince1970: report["expires"] as? Double ?? 0)
             FileHandle.standardError.write(Data("signed by \(report["signer"] ?? "?"), seq \(report["seq"] ?? "?"), expires \(expires), verified\n".utf8))

@@ -132,6 +132,30 @@ final class KuboInteropTests: LoopbackNodesTestCase {
         XCTAssertTrue(served.contains { $0.id == s.peerID && $0.addresses.contains(s.listenAddresses[0]) }, "\(served)")
     }
 
+    // MARK: IPNS
+
+    /// A Cairn IPNS record is stored by kubo's DHT validator (boxo's) and read back intact.
+    func testKuboStoresACairnIPNSRecord() async throws {
+        let s = try await host("s")
+        let k = try kubo()
+        let kID = try PeerID(string: k.peerID)
+        let kAddr = try Multiaddr(k.addrs[0]).withoutTrailingPeerID
+        let (key, record) = Reports.ipnsRecord(value: Array("/ipfs/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".utf8),
+                                               lifetime: 3600, key: s.node.swarm.identity)
+        let put = try await s.dht!.request(kID, [kAddr], KadMessage(kind: .putValue, key: key, recordValue: record))
+        XCTAssertEqual(put?.recordValue, record, "kubo echoes a record it accepted")
+        let got = try await s.dht!.request(kID, [kAddr], KadMessage(kind: .getValue, key: key))
+        let stored = try XCTUnwrap(got?.recordValue, "kubo did not keep the record: \(String(describing: got))")
+        let r = try IPNS.verify(stored, name: s.peerID, now: Date())
+        XCTAssertEqual(String(decoding: r.value, as: UTF8.self), "/ipfs/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+        // A forged one (signed by another key under our name) is refused by kubo.
+        let forged = IPNS.create(value: [1], sequence: UInt64.max, validUntil: Date().addingTimeInterval(3600), ttl: .seconds(1), key: .generate())
+        let refused = try? await s.dht!.request(kID, [kAddr], KadMessage(kind: .putValue, key: key, recordValue: forged))
+        XCTAssertNil(refused, "kubo must not accept a forged IPNS record")
+        let after = try await s.dht!.request(kID, [kAddr], KadMessage(kind: .getValue, key: key))
+        XCTAssertEqual(after?.recordValue, record)
+    }
+
     // MARK: Relays
 
     func testKuboRelaysForCairnAndCairnRelaysForKubo() async throws {

@@ -41,6 +41,8 @@ public struct DHTRecord: Sendable, Equatable {
         case presence(PeerRecord)
         /// `/<namespace>/<peerID>`: a signed Cairn application record.
         case application(namespace: String, signer: PeerID, value: [UInt8])
+        /// `/ipns/<peer-id bytes>`: an IPNS record of that name (verified: signature V2, fields, validity).
+        case ipns(IPNS.Record)
         /// Any other key: bytes Cairn cannot verify (other implementations' records).
         case opaque
     }
@@ -123,6 +125,11 @@ public struct RecordValidator: Sendable {
         guard key.count <= KadMessage.maxKeyLength else { throw .keyTooLong(key.count) }
         guard value.count <= KadMessage.maxRecordSize else { throw .valueTooLarge(value.count) }
         let received = receivedAt ?? now
+        if let name = IPNS.name(ofKey: key) {
+            let r: IPNS.Record
+            do { r = try IPNS.verify(value, name: name, now: now) } catch { throw .malformedPayload("\(error)") }
+            return DHTRecord(key: key, value: value, kind: .ipns(r), seq: r.sequence, expiresAt: r.validUntil, receivedAt: received)
+        }
         if let (namespace, peer) = Self.signedKeyParts(key), !opaqueNamespaces.contains(namespace) {
             if namespace == "cairn/peer" {
                 return try validatePresence(key: key, value: value, peer: peer, now: now, received: received)
@@ -180,6 +187,9 @@ public struct RecordValidator: Sendable {
     public func shouldReplace(existing: DHTRecord, with new: DHTRecord) -> Bool {
         switch (existing.kind, new.kind) {
         case (.opaque, .opaque): return existing.value != new.value
+        case (.ipns(let a), .ipns(let b)):
+            // As boxo: the higher sequence wins; on a tie, the later validity.
+            return b.sequence > a.sequence || (b.sequence == a.sequence && b.validUntil > a.validUntil)
         default: return new.seq > existing.seq
         }
     }

@@ -45,8 +45,10 @@ extension ControlServer {
             guard c.hasName, !c.name.isEmpty else { throw ControlRequestError("Malformed request; missing namespace") }
             let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
             let ttl = c.hasSeconds && c.seconds > 0 ? c.seconds : 24 * 3600
-            let (k, env) = RecordValidator.signApplicationRecord(namespace: c.name, value: [UInt8](c.value), seq: seq,
-                                                                 expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
+            let (k, env) = c.name == "ipns"
+                ? Reports.ipnsRecord(value: [UInt8](c.value), lifetime: ttl, key: host.node.swarm.identity)
+                : RecordValidator.signApplicationRecord(namespace: c.name, value: [UInt8](c.value), seq: seq,
+                                                        expires: Date().addingTimeInterval(ttl), key: host.node.swarm.identity)
             let (acks, attempted) = try await dht().putValue(k, env)
             report = Reports.stored(key: k, acks: acks, attempted: attempted)
         case .provide:

@@ -61,7 +61,8 @@ public enum Reports {
 
     /// `cairn get`: the record's kind and what verified it (the value travels as bytes).
     public static func get(_ r: DHTRecord) -> Object {
-        var o: Object = ["key": String(decoding: r.key, as: UTF8.self), "seq": Int(clamping: r.seq), "expires": r.expiresAt.timeIntervalSince1970]
+        let keyText = IPNS.name(ofKey: r.key).map { "/ipns/\($0.base58)" } ?? String(decoding: r.key, as: UTF8.self)
+        var o: Object = ["key": keyText, "seq": Int(clamping: r.seq), "expires": r.expiresAt.timeIntervalSince1970]
         switch r.kind {
         case .presence(let rec):
             o["kind"] = "presence"
@@ -70,6 +71,10 @@ public enum Reports {
             o["kind"] = "application"
             o["namespace"] = namespace
             o["signer"] = signer.base58
+        case .ipns(let rec):
+            o["kind"] = "ipns"
+            o["name"] = rec.name.base58
+            o["ttl_ns"] = Int(clamping: rec.ttl)
         case .opaque:
             o["kind"] = "opaque"
         }
@@ -78,12 +83,30 @@ public enum Reports {
 
     /// The bytes `cairn get` writes to stdout.
     public static func getValue(_ r: DHTRecord) -> [UInt8] {
-        if case .application(_, _, let value) = r.kind { return value }
-        return r.value
+        switch r.kind {
+        case .application(_, _, let value): return value
+        case .ipns(let rec): return rec.value
+        default: return r.value
+        }
+    }
+
+    /// A DHT key from the command line: `/ipns/<peer-id>` becomes IPNS's binary key.
+    public static func dhtKey(_ text: String) -> [UInt8] {
+        if text.hasPrefix("/ipns/"), let id = try? PeerID(string: String(text.dropFirst(6))) { return IPNS.key(id) }
+        return Array(text.utf8)
+    }
+
+    /// `cairn publish ipns FILE`: an IPNS record of our own name (value: the file's bytes, e.g.
+    /// `/ipfs/<cid>`), valid for `lifetime`, sequence from the clock so it only goes up.
+    public static func ipnsRecord(value: [UInt8], lifetime: TimeInterval, key: PrivateKey) -> (key: [UInt8], record: [UInt8]) {
+        let seq = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let record = IPNS.create(value: value, sequence: seq, validUntil: Date().addingTimeInterval(lifetime), ttl: .seconds(300), key: key)
+        return (IPNS.key(key.peerID), record)
     }
 
     public static func stored(key: [UInt8], acks: Int, attempted: Int) -> Object {
-        ["key": String(decoding: key, as: UTF8.self), "acks": acks, "attempted": attempted]
+        let keyText = IPNS.name(ofKey: key).map { "/ipns/\($0.base58)" } ?? String(decoding: key, as: UTF8.self)
+        return ["key": keyText, "acks": acks, "attempted": attempted]
     }
 
     public static func providers(_ ps: [ProviderRecord]) -> Object {
