@@ -349,6 +349,9 @@ struct Provide: AsyncParsableCommand {
         if let node = await runningNode(common) {
             report = try await ask(node) { $0.type = .provide; $0.key = Data(CID.providerKey(cid)) }.report
         } else {
+            // A one-shot node has no address to announce (go-libp2p discards such provider
+            // records), and it is gone when the command ends: say so.
+            FileHandle.standardError.write(Data("warning: no node is running on \(common.dataDirectory.path); this one-shot provider record carries no address and go-libp2p peers discard it. Run `cairn node` to provide for real.\n".utf8))
             report = try await withJoinedDHT(common, dht, needsOwnIdentity: true) { _, s in
                 let (a, t) = try await s.provide(CID.providerKey(cid))
                 return Reports.stored(key: CID.providerKey(cid), acks: a, attempted: t)

@@ -20,9 +20,9 @@ final class DaemonCLITests: XCTestCase {
     func data(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
     /// `cairn node` on loopback; returns its /p2p address once the control API is up.
-    func startNode(_ name: String) throws -> String {
+    func startNode(_ name: String, extra: [String] = []) throws -> String {
         let node = try NATLab.Spawned(executable: bin, arguments: ["node", "--data-dir", data(name), "--listen", "/ip4/127.0.0.1/tcp/0",
-                                                                  "--peers-file", "/dev/null", "--no-stun", "--log-level", "warning"], label: name)
+                                                                  "--peers-file", "/dev/null", "--no-stun", "--log-level", "warning"] + extra, label: name)
         spawned.append(node)
         var addr: String?
         while let line = node.nextLine(timeout: 20) {
@@ -68,6 +68,26 @@ final class DaemonCLITests: XCTestCase {
         let providers = cairn(["providers", "--data-dir", data("a"), "x"])
         XCTAssertEqual(providers.status, 0, providers.stderr)
         XCTAssertTrue(providers.stdout.contains("0 provider(s) of x"), providers.stdout)
+    }
+
+    /// One-shot `cairn ping` and `cairn identify` take `/p2p-circuit` addresses: they reach a peer
+    /// that is reachable only through its relay.
+    func testOneShotCommandsTakeRelayedAddresses() throws {
+        let relay = try startNode("relay", extra: ["--relay", "--relay-when", "always", "--auto-relay", "off"])
+        let relayID = try XCTUnwrap(relay.split(separator: "/").last.map(String.init))
+        let b = try startNode("b", extra: ["--auto-relay", "always", "--connect", relay])
+        let bID = try XCTUnwrap(b.split(separator: "/").last.map(String.init))
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !((try? status("b"))?["held"] as? [[String: Any]] ?? []).contains(where: { $0["relay"] as? String == relayID }) {
+            usleep(200_000)
+        }
+        let circuit = "\(relay)/p2p-circuit/p2p/\(bID)"
+        let ping = cairn(["ping", "--data-dir", data("c"), circuit, "-c", "2", "--interval", "0.05"])
+        XCTAssertEqual(ping.status, 0, ping.stderr)
+        XCTAssertTrue(ping.stdout.contains("connected to \(bID)"), ping.stdout)
+        let identify = cairn(["identify", "--data-dir", data("c"), circuit, "--json"])
+        XCTAssertEqual(identify.status, 0, identify.stderr)
+        XCTAssertTrue(identify.stdout.contains("\"peer_id\":\"\(bID)\""), identify.stdout)
     }
 
     func testP2PForwardCarriesTenMiBBothWaysWithHalfClose() async throws {
