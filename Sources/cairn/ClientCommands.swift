@@ -18,11 +18,7 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let st = try await hostStatus(common)
-        if json {
-            FileHandle.standardOutput.write(try st.encoded(pretty: false) + Data("\n".utf8))
-            return
-        }
+        guard let st = try await hostStatus(common, printingJSON: json) else { return }
         print("peer id:       \(st.peerId)")
         print("reachability:  \(st.reachability)")
         print("connections:   \(st.connections) (\(st.connectedPeers.count) peers, \(st.relayedConnections.count) relayed)")

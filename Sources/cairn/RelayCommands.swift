@@ -5,6 +5,14 @@ import Foundation
 import Logging
 import NIOCore
 
+/// The status for `cairn status`/`relays`; with `printingJSON` it is printed as JSON and nil returned.
+func hostStatus(_ common: CommonOptions, printingJSON: Bool) async throws -> HostStatus? {
+    let st = try await hostStatus(common)
+    guard printingJSON else { return st }
+    FileHandle.standardOutput.write(try st.encoded(pretty: false) + Data("\n".utf8))
+    return nil
+}
+
 /// The status of the node running on the data directory: asked through its control API, else
 /// read from the `relays.json` it keeps (a node started with --no-api).
 func hostStatus(_ common: CommonOptions) async throws -> HostStatus {
@@ -26,11 +34,7 @@ struct Relays: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let st = try await hostStatus(common)
-        if json {
-            FileHandle.standardOutput.write(try st.encoded(pretty: false) + Data("\n".utf8))
-            return
-        }
+        guard let st = try await hostStatus(common, printingJSON: json) else { return }
         let age = Date().timeIntervalSince1970 - st.updated
         print("node \(st.peerId) (status \(String(format: "%.0f", age)) s old\(age > 10 ? ", node not running?" : ""))")
         print("reachability: \(st.reachability)")

@@ -11,10 +11,7 @@ final class DaemonInteropTests: XCTestCase {
     func python() throws -> String {
         let env = ProcessInfo.processInfo.environment
         let py = env["CAIRN_P2PCLIENT_PY"] ?? PyPeer.repoRoot.appendingPathComponent(".venv-p2pclient/bin/python").path
-        if FileManager.default.isExecutableFile(atPath: py) { return py }
-        let why = "p2pclient venv not found at \(py): run bootstrap/setup-p2pclient.sh (needs Python >= 3.10 and PyPI)"
-        if env["CAIRN_REQUIRE_INTEROP"] == "1" { XCTFail(why) }
-        throw XCTSkip(why)
+        return try PyPeer.interopPython(py, what: "p2pclient venv", setup: "setup-p2pclient.sh")
     }
 
     func run(_ test: String) throws {

@@ -11,10 +11,7 @@ final class KuboPeer: @unchecked Sendable {
     static func python() throws -> String {
         let env = ProcessInfo.processInfo.environment
         let py = env["CAIRN_KUBO_PY"] ?? PyPeer.repoRoot.appendingPathComponent(".venv-kubo/bin/python").path
-        if FileManager.default.isExecutableFile(atPath: py) { return py }
-        let why = "kubo venv not found at \(py): run bootstrap/setup-kubo.sh (needs Python >= 3.10 and PyPI)"
-        if env["CAIRN_REQUIRE_INTEROP"] == "1" { XCTFail(why) }
-        throw XCTSkip(why)
+        return try PyPeer.interopPython(py, what: "kubo venv", setup: "setup-kubo.sh")
     }
 
     let process: NATLab.Spawned

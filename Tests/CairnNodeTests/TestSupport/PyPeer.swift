@@ -12,10 +12,15 @@ enum PyPeer {
     static func python() throws -> String {
         let env = ProcessInfo.processInfo.environment
         let venv = env["CAIRN_PY_VENV"] ?? repoRoot.appendingPathComponent(".venv-interop").path
-        let py = venv + "/bin/python"
+        return try interopPython(venv + "/bin/python", what: "py-libp2p interop venv", setup: "setup-interop.sh")
+    }
+
+    /// The Python of an interop venv, if it exists. Missing, the test skips with the reason —
+    /// except under CAIRN_REQUIRE_INTEROP=1 (bootstrap/test.sh, hence CI), where it fails.
+    static func interopPython(_ py: String, what: String, setup: String) throws -> String {
         if FileManager.default.isExecutableFile(atPath: py) { return py }
-        let why = "py-libp2p interop venv not found at \(venv): run bootstrap/setup-interop.sh (needs Python >= 3.10 and PyPI)"
-        if env["CAIRN_REQUIRE_INTEROP"] == "1" { XCTFail(why); throw XCTSkip(why) }
+        let why = "\(what) not found at \(py): run bootstrap/\(setup) (needs Python >= 3.10 and PyPI)"
+        if ProcessInfo.processInfo.environment["CAIRN_REQUIRE_INTEROP"] == "1" { XCTFail(why) }
         throw XCTSkip(why)
     }
 
