@@ -174,6 +174,8 @@ struct DHTOptions: ParsableArguments {
     var peersFile: String = "bootstrap/peers"
     @Option(name: .customLong("dht-mode"), help: "server (answer DHT requests) or client.")
     var mode: String = "server"
+    @Flag(name: .customLong("dual-dht"), help: "kubo's dual DHT: the main protocol's table keeps peers with public addresses, and /ipfs/lan/kad/1.0.0 serves a second table of private and loopback ones.")
+    var dual = false
     @Option(name: .customLong("dht-protocol"), help: "Kademlia protocol ID (repeatable: the first is the main one, the others are served on the same table, e.g. kubo's LAN DHT /ipfs/lan/kad/1.0.0).")
     var protocolIDs: [String] = ["/ipfs/kad/1.0.0"]
 
@@ -192,6 +194,7 @@ struct DHTOptions: ParsableArguments {
         guard let main = protocolIDs.first else { throw ValidationError("--dht-protocol needs a value") }
         c.dht.service.kademlia.protocolID = main
         c.dht.service.additionalProtocols = Array(protocolIDs.dropFirst())
+        c.dht.dual = dual
         c.dht.service.kademlia.mode = override ?? (mode == "client" ? .client : .server)
     }
 }

@@ -27,7 +27,7 @@ final class KuboInteropTests: LoopbackNodesTestCase {
     }
 
     /// A Cairn host on loopback: DHT server on kubo's LAN protocol, nothing else that dials.
-    func host(_ name: String, bootstrap: [String] = [], protocols: [String] = [lanDHT]) async throws -> CairnHost {
+    func host(_ name: String, bootstrap: [String] = [], protocols: [String] = [lanDHT], dual: Bool = false) async throws -> CairnHost {
         var c = CairnHost.Configuration()
         c.dataDirectory = nil
         c.listenAddresses = [try Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -39,6 +39,7 @@ final class KuboInteropTests: LoopbackNodesTestCase {
         c.dht.service.additionalProtocols = Array(protocols.dropFirst())
         c.dht.followReachability = false
         c.dht.publishPresence = false
+        c.dht.dual = dual
         let h = try CairnHost(configuration: c, group: group, logger: logs.logger(label: name))
         hosts.append(h)
         try await h.start()
@@ -98,6 +99,27 @@ final class KuboInteropTests: LoopbackNodesTestCase {
         let routed = try await t.dht!.findPeer(kID)
         XCTAssertEqual(routed.source, .peerRouting)
         XCTAssertTrue(routed.addresses.contains(try Multiaddr(k.addrs[0]).withoutTrailingPeerID), "\(routed.addresses)")
+    }
+
+    /// kubo's dual DHT, in Cairn: loopback peers (kubo's and Cairn's) go to the LAN table
+    /// (`/ipfs/lan/kad/1.0.0`), never to the main one, which admits public addresses only; kubo
+    /// finds a Cairn peer through the LAN half.
+    func testDualDHTKeepsLoopbackPeersInItsLANTable() async throws {
+        let d = try await host("d", protocols: ["/ipfs/kad/1.0.0"], dual: true)
+        let lan = try XCTUnwrap(d.lanDHT)
+        XCTAssertTrue(Set(d.node.swarm.supportedProtocols).isSuperset(of: ["/ipfs/kad/1.0.0", Self.lanDHT]))
+        let k = try kubo(["--bootstrap", addr(d)])
+        let kID = try PeerID(string: k.peerID)
+        let t = try await host("t", bootstrap: [addr(d)])
+        try await eventually(timeout: 10) { lan.routingTable.contains(kID) && lan.routingTable.contains(t.peerID) }
+        XCTAssertEqual(d.dht!.routingTable.count, 0, "the main (WAN) table admits no loopback peer")
+        var found: [String: Any] = [:]
+        for _ in 0..<20 {
+            found = try k.command("findpeer \(t.peerID) 10")
+            if found["found"] as? Bool == true { break }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        XCTAssertEqual(found["found"] as? Bool, true, "\(found)")
     }
 
     func testProviderRecordsBothWays() async throws {

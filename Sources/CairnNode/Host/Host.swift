@@ -74,6 +74,10 @@ public final class CairnHost: @unchecked Sendable {
             public var publishPresence = true
             /// Server mode follows AutoNAT: server while public, client while private.
             public var followReachability = true
+            /// kubo's dual DHT: the main table (`service`) admits only peers with public addresses,
+            /// and a second one, `/ipfs/lan/kad/1.0.0`, only peers with private or loopback ones.
+            public var dual = false
+            public static let lanProtocolID = "/ipfs/lan/kad/1.0.0"
             public init() {}
         }
 
@@ -101,6 +105,8 @@ public final class CairnHost: @unchecked Sendable {
     public let configuration: Configuration
     public let node: Node
     public let dht: DHTService?
+    /// The LAN half of a dual DHT (`Configuration.DHT.dual`).
+    public let lanDHT: DHTService?
     public let nat: NATService
     public let relayClient: RelayClient
     public let relayService: RelayService
@@ -163,9 +169,24 @@ public final class CairnHost: @unchecked Sendable {
             let validator = configuration.dht.service.kademlia.validator
             let store: any DHTStore = try dir.map { try SQLiteDHTStore(path: $0.appendingPathComponent("dht.sqlite").path, validator: validator) }
                 ?? InMemoryDHTStore()
-            dht = DHTService(node: node, store: store, configuration: configuration.dht.service, logger: logger)
+            var main = configuration.dht.service
+            if configuration.dht.dual { main.addressScope = .publicOnly }
+            dht = DHTService(node: node, store: store, configuration: main, logger: logger)
+            if configuration.dht.dual {
+                var lan = configuration.dht.service
+                lan.kademlia.protocolID = Configuration.DHT.lanProtocolID
+                lan.additionalProtocols = []
+                lan.addressScope = .privateOnly
+                let lanStore: any DHTStore = try dir.map {
+                    try SQLiteDHTStore(path: $0.appendingPathComponent("dht-lan.sqlite").path, validator: validator)
+                } ?? InMemoryDHTStore()
+                lanDHT = DHTService(node: node, store: lanStore, configuration: lan, logger: logger)
+            } else {
+                lanDHT = nil
+            }
         } else {
             dht = nil
+            lanDHT = nil
         }
         nat = NATService(node: node, dht: configuration.dht.followReachability ? dht : nil, configuration: configuration.nat, logger: logger)
         relayClient = RelayClient(node: node, configuration: configuration.relay.client, logger: logger)
@@ -246,6 +267,7 @@ public final class CairnHost: @unchecked Sendable {
         if configuration.autoRelay != .off { services.append(autoRelay) }
         if let holePunch { services.append(holePunch) }
         if let dht { services.append(dht) }
+        if let lanDHT { services.append(lanDHT) }
         for s in services { try await s.start() }
         state.withLockedValue { $0.running = services }
         if configuration.controlAPI.enabled { try await startControlAPI() }
@@ -281,6 +303,12 @@ public final class CairnHost: @unchecked Sendable {
     public func joinDHT() async throws {
         guard let dht else { throw DHTError.noPeers }
         if configuration.bootstrapPeers.isEmpty && dht.routingTable.count == 0 { throw DHTError.noPeers }
+        if let lanDHT {
+            // The LAN half joins through the same peers (its table keeps the private ones).
+            do { try await lanDHT.bootstrap(configuration.bootstrapPeers) } catch {
+                logger.info("LAN DHT not joined: \(error)")
+            }
+        }
         try await dht.bootstrap(configuration.bootstrapPeers)
         state.withLockedValue { $0.joined = true }
         if configuration.dht.publishPresence { track(dht.keepPresencePublished()) }

@@ -25,6 +25,23 @@ public enum DHTError: Error, CustomStringConvertible {
 /// from identify, and keeps time (request timeouts, bucket refresh, presence republishing,
 /// expiry sweeps, routing snapshots). The behaviour itself never sees a socket.
 public final class DHTService: @unchecked Sendable, PeerRouting {
+    public enum AddressScope: String, Sendable {
+        case any
+        /// Public addresses only (the WAN DHT).
+        case publicOnly
+        /// Private, link-local and loopback addresses only (the LAN DHT).
+        case privateOnly
+
+        func admits(_ a: Multiaddr) -> Bool {
+            guard let (ip, _) = a.tcpEndpoint else { return self == .any }
+            switch self {
+            case .any: return true
+            case .publicOnly: return IPScope(ip).isPublic
+            case .privateOnly: return !IPScope(ip).isPublic
+            }
+        }
+    }
+
     public struct Configuration: Sendable {
         public var kademlia = KademliaConfiguration()
         public var republishInterval: Duration = .seconds(20 * 60)
@@ -35,6 +52,9 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         /// beside `/ipfs/kad/1.0.0`): the wire format is the same; requests we send propose the
         /// main protocol first and use whichever the peer speaks.
         public var additionalProtocols: [String] = []
+        /// Which peers this table admits, by their addresses (kubo's dual DHT: the WAN table only
+        /// peers with public addresses, the LAN table only peers with private or loopback ones).
+        public var addressScope: AddressScope = .any
         /// Per-peer limit on requests served: average rate and burst.
         public var requestRate: Double = 20
         public var requestBurst: Double = 40
@@ -177,7 +197,8 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     private func identified(_ connection: Connection, _ info: IdentifyInfo) {
         guard let peer = connection.remotePeer else { return }
         let addrs = usableAddresses(info.listenAddrs, peer: peer)
-        if info.protocols.contains(where: protocolIDs.contains) {
+        // A peer of the other table's scope (a LAN peer for the WAN DHT) is not ours.
+        if info.protocols.contains(where: protocolIDs.contains), configuration.addressScope == .any || !addrs.isEmpty {
             perform(behaviour.withLockedValue { $0.peerSeen(peer, addresses: addrs, now: self.now()) })
         } else {
             behaviour.withLockedValue { $0.peerGone(peer) }
@@ -185,7 +206,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
     }
 
     func usableAddresses(_ addrs: [Multiaddr], peer: PeerID) -> [Multiaddr] {
-        addrs.map { $0.withoutTrailingPeerID }.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP }
+        addrs.map { $0.withoutTrailingPeerID }.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP && configuration.addressScope.admits($0) }
     }
 
     /// Publishes this node's presence record (a freshly signed PeerRecord) under /cairn/peer/<id>.
