@@ -75,6 +75,24 @@ final class KuboInteropTests: LoopbackNodesTestCase {
         }
     }
 
+    /// Identify push reaches kubo: a new advertised address of ours shows up in kubo's peer store
+    /// (kubo's FindPeer answers a connected peer from it) without a new connection.
+    func testKuboSeesOurIdentifyPush() async throws {
+        let s = try await host("s")
+        let k = try kubo()
+        XCTAssertNil(try k.command("connect \(addr(s))")["error"])
+        let before = try k.command("findpeer \(s.peerID) 5")["addrs"] as? [String] ?? []
+        let extra = try Multiaddr("/ip4/198.51.100.77/tcp/4001")
+        XCTAssertFalse(before.contains(extra.description), "\(before)")
+        s.node.setExtraAddresses([extra], source: .observed)  // as a confirmed external address would
+        var after: [String] = []
+        for _ in 0..<40 where !after.contains(extra.description) {
+            after = try k.command("findpeer \(s.peerID) 5")["addrs"] as? [String] ?? []
+            if !after.contains(extra.description) { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        XCTAssertTrue(after.contains(extra.description), "kubo never learned the pushed address: \(after)")
+    }
+
     // MARK: A mixed DHT
 
     func testKuboAndCairnFindEachOtherByIDThroughAMixedDHT() async throws {
