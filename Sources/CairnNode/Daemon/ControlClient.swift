@@ -36,16 +36,7 @@ public struct ControlClient: Sendable {
 
     /// Sends one request and reads one response.
     public func call(_ request: P2pd_Pb_Request) async throws -> P2pd_Pb_Response {
-        typealias Conn = NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(5))
-        let initializer: @Sendable (Channel) -> EventLoopFuture<Conn> = { ch in
-            ch.eventLoop.makeCompletedFuture { try Conn(wrappingChannelSynchronously: ch) }
-        }
-        let conn: Conn
-        switch address.components.first {
-        case .unix(let path)?: conn = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
-        default: conn = try await bootstrap.connect(to: try address.tcpSocketAddress(), channelInitializer: initializer)
-        }
+        let conn = try await connectByteChannel(to: address, group: group, timeout: .seconds(5), halfClosure: false)
         let limit = maxMessageSize
         return try await conn.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(bytes: LengthPrefixedDecoder.frame(try request.serializedBytes(partial: true))))

@@ -78,17 +78,13 @@ public final class ControlServer: @unchecked Sendable {
     @discardableResult
     public func listen(_ address: Multiaddr) async throws -> Multiaddr {
         let group = host.node.swarm.group
-        typealias Conn = NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        let initializer: @Sendable (Channel) -> EventLoopFuture<Conn> = { channel in
-            channel.eventLoop.makeCompletedFuture {
-                return try Conn(wrappingChannelSynchronously: channel,
-                                configuration: .init(isOutboundHalfClosureEnabled: true))
-            }
+        let initializer: @Sendable (Channel) -> EventLoopFuture<ByteChannel> = { channel in
+            channel.eventLoop.makeCompletedFuture { try byteChannel(channel, halfClosure: true) }
         }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(SocketOptions.reuseAddr, value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-        let server: NIOAsyncChannel<Conn, Never>
+        let server: NIOAsyncChannel<ByteChannel, Never>
         let bound: Multiaddr
         switch address.components.first {
         case .unix(let path)? where address.components.count == 1:
@@ -297,22 +293,9 @@ public final class ControlServer: @unchecked Sendable {
     /// A peer opened a stream on a protocol a client handles: dial the client's socket, write a
     /// length-prefixed `StreamInfo`, then pipe.
     func deliver(_ stream: MuxedStream, to address: Multiaddr) async throws {
-        let group = host.node.swarm.group
-        typealias Conn = NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        let connect = ClientBootstrap(group: group)
-            .connectTimeout(TimeAmount(configuration.handlerDialTimeout))
-            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-        let initializer: @Sendable (Channel) -> EventLoopFuture<Conn> = { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try Conn(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-            }
-        }
-        let conn: Conn
+        let conn: ByteChannel
         do {
-            switch address.components.first {
-            case .unix(let path)?: conn = try await connect.connect(unixDomainSocketPath: path, channelInitializer: initializer)
-            default: conn = try await connect.connect(to: try address.tcpSocketAddress(), channelInitializer: initializer)
-            }
+            conn = try await connectByteChannel(to: address, group: host.node.swarm.group, timeout: configuration.handlerDialTimeout, halfClosure: true)
         } catch {
             logger.info("control API: the handler at \(address) did not answer (\(error)); resetting the stream")
             stream.reset()

@@ -85,15 +85,9 @@ public final class Forwarding: @unchecked Sendable {
     }
 
     private func connectOut(_ stream: MuxedStream, rule: Rule, target: Multiaddr) async throws {
-        typealias Conn = NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        let conn: Conn
+        let conn: ByteChannel
         do {
-            conn = try await ClientBootstrap(group: host.node.swarm.group)
-                .connectTimeout(TimeAmount(configuration.connectTimeout))
-                .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-                .connect(to: try target.tcpSocketAddress()) { ch in
-                    ch.eventLoop.makeCompletedFuture { try Conn(wrappingChannelSynchronously: ch, configuration: .init(isOutboundHalfClosureEnabled: true)) }
-                }
+            conn = try await connectByteChannel(to: target, group: host.node.swarm.group, timeout: configuration.connectTimeout, halfClosure: true)
         } catch {
             logger.info("p2p: \(target) refused a stream from \(stream.connection.remotePeer?.description ?? "?"): \(error)")
             stream.reset()
@@ -111,13 +105,12 @@ public final class Forwarding: @unchecked Sendable {
     /// Listens on `listen`; each TCP connection becomes a stream to `peer` on `proto`.
     public func forward(proto: String, listen: Multiaddr, peer: PeerID) async throws -> Rule {
         guard listen.tcpEndpoint != nil, listen.peerID == nil else { throw ControlRequestError("p2p forward: listen on /ip4|ip6/…/tcp/…, not \(listen)") }
-        typealias Conn = NIOAsyncChannel<ByteBuffer, ByteBuffer>
         let server = try await ServerBootstrap(group: host.node.swarm.group)
             .serverChannelOption(SocketOptions.reuseAddr, value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .bind(to: try listen.tcpSocketAddress()) { ch in
-                ch.eventLoop.makeCompletedFuture { try Conn(wrappingChannelSynchronously: ch, configuration: .init(isOutboundHalfClosureEnabled: true)) }
+                ch.eventLoop.makeCompletedFuture { try byteChannel(ch, halfClosure: true) }
             }
         let bound = server.channel.localAddress.flatMap { Multiaddr(tcp: $0) } ?? listen
         let rule = Rule(kind: .forward, proto: proto, local: bound.description, peer: peer.description, connections: 0)
@@ -205,5 +198,28 @@ func pipeBytes(_ stream: MuxedStream, leftover: [UInt8], inbound: NIOAsyncChanne
             stream.reset()
         }
         await g.waitForAll()
+    }
+}
+
+/// A socket as an async byte channel: with `halfClosure`, each side's end of writing is passed
+/// on (shutdown of the write half) instead of closing the socket.
+typealias ByteChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+func byteChannel(_ channel: Channel, halfClosure: Bool) throws -> ByteChannel {
+    try ByteChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: halfClosure))
+}
+
+/// Connects to `/unix/<path>` or `/ip4|ip6/…/tcp/…` (the control API's and the forwarding's
+/// local addresses).
+func connectByteChannel(to address: Multiaddr, group: EventLoopGroup, timeout: Duration, halfClosure: Bool) async throws -> ByteChannel {
+    let bootstrap = ClientBootstrap(group: group)
+        .connectTimeout(TimeAmount(timeout))
+        .channelOption(ChannelOptions.allowRemoteHalfClosure, value: halfClosure)
+    let initializer: @Sendable (Channel) -> EventLoopFuture<ByteChannel> = { ch in
+        ch.eventLoop.makeCompletedFuture { try byteChannel(ch, halfClosure: halfClosure) }
+    }
+    switch address.components.first {
+    case .unix(let path)?: return try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
+    default: return try await bootstrap.connect(to: try address.tcpSocketAddress(), channelInitializer: initializer)
     }
 }
