@@ -509,11 +509,6 @@ struct CLIError: Error, CustomStringConvertible {
     }
 }
 
-func millis(_ d: Duration) -> Double {
-    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-}
-
-func formatMillis(_ d: Duration) -> String { String(format: "%.3f", millis(d)) }
 
 /// Suspends until SIGINT or SIGTERM.
 func waitForTermination() async {
