@@ -9,6 +9,8 @@ public enum ConnectionError: Error, Equatable, Sendable, CustomStringConvertible
     case yamux(YamuxError)
     case handshakeTimeout
     case closed
+    /// Closed by this node's resource manager (the reason names the limit).
+    case refused(String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum ConnectionError: Error, Equatable, Sendable, CustomStringConvertible
         case .yamux(let e): return "yamux: \(e)"
         case .handshakeTimeout: return "connection upgrade timed out"
         case .closed: return "connection closed"
+        case .refused(let why): return "refused by the resource manager: \(why)"
         }
     }
 }

@@ -75,6 +75,7 @@ struct RunNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "node", abstract: "Run the node until interrupted.")
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
+    @OptionGroup(title: "Resource limits") var limits: ResourceOptions
     @Option(name: .customLong("listen"), help: "Listen multiaddr (repeatable).")
     var listen: [String] = ["/ip4/0.0.0.0/tcp/4001"]
     @Option(name: .customLong("connect"), help: "Peer multiaddr to connect to at start (repeatable).")
@@ -132,6 +133,7 @@ struct RunNode: AsyncParsableCommand {
         c.controlAPI.enabled = !noAPI
         c.controlAPI.addresses = try api.map { try Multiaddr($0) }
         c.controlAPI.server.allowRemote = apiAllowRemote
+        try limits.apply(to: &c.node.swarm.resources)
         return c
     }
 
@@ -163,6 +165,43 @@ struct RunNode: AsyncParsableCommand {
         await waitForTermination()
         logger.notice("shutting down")
         await host.shutdown()
+    }
+}
+
+/// The node's resource limits (docs/resources.md has every limit and its default).
+struct ResourceOptions: ParsableArguments {
+    @Option(name: .customLong("allow"), help: "Never refuse this network (CIDR such as 10.0.0.0/8, or an address) or peer ID (repeatable).")
+    var allow: [String] = []
+    @Option(name: .customLong("max-inbound-connections"), help: "Inbound connections at once (default 256).")
+    var inbound: Int?
+    @Option(name: .customLong("max-outbound-connections"), help: "Outbound connections at once (default 256).")
+    var outbound: Int?
+    @Option(name: .customLong("max-handshakes"), help: "Inbound connections in their handshake at once (default 64).")
+    var handshakes: Int?
+    @Option(name: .customLong("max-connections-per-ip"), help: "Connections from one IPv4 address or IPv6 /56 (default 16).")
+    var perIP: Int?
+    @Option(name: .customLong("max-connections-per-peer"), help: "Connections to one peer (default 8).")
+    var perPeer: Int?
+    @Option(name: .customLong("max-streams-per-peer"), help: "Inbound streams from one peer (default 256).")
+    var streamsPerPeer: Int?
+    @Option(name: .customLong("max-memory-mib"), help: "Buffer memory the node may commit, in MiB (default 512).")
+    var memoryMiB: Int?
+
+    func apply(to l: inout ResourceManager.Limits) throws {
+        for a in allow {
+            guard let e = ResourceManager.AllowEntry(a) else { throw ValidationError("--allow takes a CIDR, an IP address or a peer ID, not \(a)") }
+            l.allow.append(e)
+        }
+        for v in [inbound, outbound, handshakes, perIP, perPeer, streamsPerPeer, memoryMiB] {
+            if let v, v < 1 { throw ValidationError("resource limits must be at least 1") }
+        }
+        if let inbound { l.inboundConnections = inbound }
+        if let outbound { l.outboundConnections = outbound }
+        if let handshakes { l.inboundHandshakes = handshakes }
+        if let perIP { l.connectionsPerIP = perIP }
+        if let perPeer { l.connectionsPerPeer = perPeer }
+        if let streamsPerPeer { l.inboundStreamsPerPeer = streamsPerPeer }
+        if let memoryMiB { l.memory = memoryMiB << 20 }
     }
 }
 

@@ -5,7 +5,7 @@ import Logging
 import NIOPosix
 import XCTest
 
-/// The DHT over real TCP on 127.0.0.1, many nodes in one process.
+/// The DHT over real TCP on loopback, many nodes in one process.
 final class DHTNodeTests: XCTestCase {
     var group: MultiThreadedEventLoopGroup!
     var running: [(Node, DHTService)] = []
@@ -27,12 +27,14 @@ final class DHTNodeTests: XCTestCase {
         return l
     }
 
-    func startNode(identity: PrivateKey = .generate(), store: (any DHTStore)? = nil, port: Int = 0) async throws -> (Node, DHTService, Multiaddr) {
+    /// A DHT node on `ip` (distinct 127.0.0.x addresses are distinct hosts to the resource
+    /// manager's per-IP limit).
+    func startNode(identity: PrivateKey = .generate(), store: (any DHTStore)? = nil, ip: String = "127.0.0.1", port: Int = 0) async throws -> (Node, DHTService, Multiaddr) {
         let node = Node(identity: identity, group: group, logger: quietLogger())
         var config = DHTService.Configuration()
         config.kademlia.lookup.requestTimeout = 5
         let service = DHTService(node: node, store: store ?? InMemoryDHTStore(), configuration: config, logger: quietLogger())
-        let addr = try await node.listen([Multiaddr("/ip4/127.0.0.1/tcp/\(port)")])[0]
+        let addr = try await node.listen([Multiaddr("/ip4/\(ip)/tcp/\(port)")])[0]
         service.start()
         running.append((node, service))
         return (node, service, addr.appending(.p2p(node.peerID)))
@@ -40,7 +42,7 @@ final class DHTNodeTests: XCTestCase {
 
     func testTwentyNodeMeshResolvesEveryPresence() async throws {
         var nodes: [(Node, DHTService, Multiaddr)] = []
-        for _ in 0..<20 { nodes.append(try await startNode()) }
+        for i in 0..<20 { nodes.append(try await startNode(ip: "127.0.0.\(10 + i)")) }
         // Each joins through the first; then every node publishes its presence.
         for (i, n) in nodes.enumerated() where i > 0 { try await n.1.bootstrap([nodes[0].2]) }
         _ = try await nodes[0].1.bootstrap([nodes[1].2])

@@ -97,7 +97,10 @@ final class NATServiceTests: XCTestCase {
         func ask(_ bytes: [UInt8]) async throws -> AutoNAT.Message {
             let s = try await conn.openStream([AutoNAT.protocolID])
             try await s.writeLengthPrefixed(bytes)
-            return try AutoNAT.decode(try await s.readLengthPrefixed(maxLength: 4096)).0
+            let answer = try AutoNAT.decode(try await s.readLengthPrefixed(maxLength: 4096)).0
+            // An honest client ends its stream: the server holds two AutoNAT streams per peer at most.
+            await s.closeWrite()
+            return answer
         }
         // Too many addresses.
         let many = (0..<40).map { try! Multiaddr("/ip4/127.0.0.1/tcp/\(1000 + $0)") }

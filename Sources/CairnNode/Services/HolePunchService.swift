@@ -72,7 +72,7 @@ public final class HolePunchService: @unchecked Sendable {
         self.nat = nat
         self.configuration = configuration
         self.logger = logger
-        node.swarm.handle(DCUtR.protocolID) { [weak self] stream in
+        node.swarm.handle(DCUtR.protocolID, service: "holepunch") { [weak self] stream in
             guard let self else { throw StreamError.connectionClosed("hole punching is gone") }
             try await self.serve(stream)
         }

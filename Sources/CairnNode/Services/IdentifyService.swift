@@ -38,11 +38,11 @@ public final class IdentifyService: @unchecked Sendable {
         self.peerStore = peerStore
         self.configuration = configuration
         self.logger = logger
-        swarm.handle(IdentifyInfo.protocolID) { [weak self] stream in
+        swarm.handle(IdentifyInfo.protocolID, service: "identify") { [weak self] stream in
             guard let self else { throw StreamError.connectionClosed("identify is gone") }
             try await self.serveIdentify(stream)
         }
-        swarm.handle(IdentifyInfo.pushProtocolID) { [weak self] stream in
+        swarm.handle(IdentifyInfo.pushProtocolID, service: "identify") { [weak self] stream in
             guard let self else { throw StreamError.connectionClosed("identify is gone") }
             try await self.receivePush(stream)
         }

@@ -89,7 +89,7 @@ public final class NATService: @unchecked Sendable {
         }
         node.dialer.setExternalAddressSource { [weak self] in self?.externalAddresses ?? [] }
         if configuration.serveAutoNAT {
-            node.swarm.handle(AutoNAT.protocolID) { [weak self] stream in
+            node.swarm.handle(AutoNAT.protocolID, service: "autonat") { [weak self] stream in
                 guard let self else { throw StreamError.connectionClosed("AutoNAT service is gone") }
                 try await self.serve(stream)
             }

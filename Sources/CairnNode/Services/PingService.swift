@@ -6,7 +6,7 @@ import NIOCore
 /// `/ipfs/ping/1.0.0`: echoes 32-byte payloads, and measures round trips.
 public final class PingService: Sendable {
     public init(swarm: Swarm) {
-        swarm.handle(Ping.protocolID) { stream in try await Self.serve(stream) }
+        swarm.handle(Ping.protocolID, service: "ping") { stream in try await Self.serve(stream) }
     }
 
     static func serve(_ stream: MuxedStream) async throws {

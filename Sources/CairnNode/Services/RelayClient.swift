@@ -74,7 +74,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
         self.node = node
         self.configuration = configuration
         self.logger = logger
-        node.swarm.handle(CircuitRelay.stopProtocolID) { [weak self] stream in
+        node.swarm.handle(CircuitRelay.stopProtocolID, service: "relay-client") { [weak self] stream in
             guard let self else { throw StreamError.connectionClosed("relay client is gone") }
             try await self.serveStop(stream)
         }
@@ -218,7 +218,7 @@ public final class RelayClient: SwarmTransport, @unchecked Sendable {
                          expected: PeerID?, relay: PeerID, limit: CircuitRelay.Limit?, remote: Multiaddr) async throws -> Connection {
         let swarm = node.swarm
         let transport = CircuitTransport(carrier: stream, remote: remote)
-        let conn = swarm.makeConnection(transport, direction: direction, role: role, expectedRemote: expected, relay: relay, limit: limit)
+        let conn = try swarm.makeConnection(transport, direction: direction, role: role, expectedRemote: expected, relay: relay, limit: limit)
         let timeout = TimeAmount(swarm.configuration.handshakeTimeout)
         try await stream.eventLoop.submit {
             let timer = stream.eventLoop.scheduleTask(in: timeout) { conn.handshakeTimedOut() }

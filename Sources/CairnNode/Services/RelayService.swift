@@ -62,7 +62,7 @@ public final class RelayService: @unchecked Sendable {
         }
         guard changed else { return }
         if on {
-            node.swarm.handle(CircuitRelay.hopProtocolID) { [weak self] stream in
+            node.swarm.handle(CircuitRelay.hopProtocolID, service: "relay") { [weak self] stream in
                 guard let self else { throw StreamError.connectionClosed("relay service is gone") }
                 try await self.serveHop(stream)
             }

@@ -62,6 +62,10 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     var idleCloseReason: String?
     var idleCloseStillWanted: (@Sendable () -> Bool)?
     public private(set) var remotePeer: PeerID?
+    /// The resource manager and its grant for this connection (released when it closes).
+    let resources: NodeResources?
+    let resourceID: ResourceManager.ConnectionID
+    private var finished = false
     let establishedPromise: EventLoopPromise<PeerID>
     let closedPromise: EventLoopPromise<ConnectionError>
 
@@ -73,8 +77,11 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     public var eventLoop: EventLoop { transport.eventLoop }
 
     init(transport: ConnectionTransport, direction: Direction, role: SecureConnectionMachine.Role, identity: PrivateKey,
-         expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil) {
+         expectedRemote: PeerID?, yamux: YamuxConfig, logger: Logger, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil,
+         resources: NodeResources? = nil, resourceID: ResourceManager.ConnectionID = 0) {
         self.transport = transport
+        self.resources = resources
+        self.resourceID = resourceID
         self.direction = direction
         self.relay = relay
         self.limit = limit
@@ -133,6 +140,15 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
                 // out first, or Noise frames would leave out of nonce order.
                 flushPending()
                 remotePeer = remote
+                if case .failure(let refusal) = resources?.establish(resourceID, peer: remote) ?? .success(()) {
+                    // Over the peer's limits: close before anyone sees the connection.
+                    let reason = ConnectionError.refused("\(refusal)")
+                    closeReason = reason
+                    for case .send(let b) in machine.close() { transport.send(b) }
+                    finish(reason, log: false)
+                    transport.close()
+                    return
+                }
                 logger.info("connection established", metadata: ["peer": "\(remote)"])
                 // Observers first, so anyone woken by the promise finds the connection registered.
                 onEstablished?(self)
@@ -156,6 +172,8 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     }
 
     private func finish(_ reason: ConnectionError, log: Bool) {
+        guard !finished else { return }
+        finished = true
         if log { logger.info("connection closed by peer") }
         establishedPromise.fail(reason)
         closedPromise.succeed(reason)
@@ -170,7 +188,16 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     private func handle(_ event: YamuxSession.Event) {
         switch event {
         case .streamOpened(let id):
-            let s = MuxedStream(id: id, connection: self, isInbound: true)
+            var grant: ResourceManager.StreamID?
+            if let resources {
+                switch resources.openStream(on: resourceID, .inbound, peer: remotePeer) {
+                case .failure:
+                    perform(machine.reset(id))
+                    return
+                case .success(let g): grant = g
+                }
+            }
+            let s = MuxedStream(id: id, connection: self, isInbound: true, resourceID: grant)
             streams[id] = s
             onInboundStream?(s)
         case .data(let id, let data):
@@ -178,9 +205,9 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
         case .remoteClosed(let id):
             guard let s = streams[id] else { return }
             s.receivedFIN()
-            if s.localClosed { streams[id] = nil; streamsChanged() }
+            if s.localClosed { removeStream(id); streamsChanged() }
         case .reset(let id):
-            streams.removeValue(forKey: id)?.fail(.reset)
+            removeStream(id)?.fail(.reset)
             streamsChanged()
         case .flushed(let id):
             streams[id]?.flushed()
@@ -207,13 +234,21 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
 
     func streamCloseWrite(_ id: UInt32) {
         perform(machine.closeWrite(id))
-        if let s = streams[id], s.remoteClosed { streams[id] = nil; streamsChanged() }
+        if let s = streams[id], s.remoteClosed { removeStream(id); streamsChanged() }
     }
 
     func streamReset(_ id: UInt32) {
-        streams[id] = nil
+        removeStream(id)
         perform(machine.reset(id))
         streamsChanged()
+    }
+
+    /// Forgets a stream and returns its resources.
+    @discardableResult
+    private func removeStream(_ id: UInt32) -> MuxedStream? {
+        guard let s = streams.removeValue(forKey: id) else { return nil }
+        if let g = s.resourceID { resources?.closeStream(g) }
+        return s
     }
 
     /// The keep-alive rule: once marked, the connection closes when its last stream does.
@@ -246,24 +281,38 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
 
     /// Opens a stream and negotiates one of `protocols` on it.
     public func openStream(_ protocols: [String], timeout: Duration = .seconds(10)) async throws -> MuxedStream {
-        let stream = try await eventLoop.flatSubmit { () -> EventLoopFuture<MuxedStream> in
-            do {
-                let (id, actions) = try self.machine.openStream()
-                let s = MuxedStream(id: id, connection: self, isInbound: false)
-                self.streams[id] = s
-                self.perform(actions)
-                return self.eventLoop.makeSucceededFuture(s)
-            } catch {
-                return self.eventLoop.makeFailedFuture(StreamError.connectionClosed("\(error)"))
-            }
-        }.get()
+        let stream = try await openUnnegotiatedStream()
         do {
-            _ = try await withTimeout(timeout) { try await stream.negotiateOutbound(protocols) }
+            let agreed = try await withTimeout(timeout) { try await stream.negotiateOutbound(protocols) }
+            if let g = stream.resourceID { _ = resources?.setProtocol(g, agreed, service: nil, peer: remotePeer) }
         } catch {
             stream.reset()
             throw error
         }
         return stream
+    }
+
+    /// Opens a Yamux stream (granted by the resource manager) without negotiating a protocol.
+    func openUnnegotiatedStream() async throws -> MuxedStream {
+        try await eventLoop.flatSubmit { () -> EventLoopFuture<MuxedStream> in
+            var grant: ResourceManager.StreamID?
+            if let resources = self.resources, !self.machine.isClosed {
+                switch resources.openStream(on: self.resourceID, .outbound, peer: self.remotePeer) {
+                case .failure(let r): return self.eventLoop.makeFailedFuture(StreamError.refused("\(r)"))
+                case .success(let g): grant = g
+                }
+            }
+            do {
+                let (id, actions) = try self.machine.openStream()
+                let s = MuxedStream(id: id, connection: self, isInbound: false, resourceID: grant)
+                self.streams[id] = s
+                self.perform(actions)
+                return self.eventLoop.makeSucceededFuture(s)
+            } catch {
+                if let grant { self.resources?.closeStream(grant) }
+                return self.eventLoop.makeFailedFuture(StreamError.connectionClosed("\(error)"))
+            }
+        }.get()
     }
 
     /// Streams open on this connection now (0 once it is idle).
@@ -333,6 +382,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         timer?.cancel()
         connection.channelClosed()
         context.fireChannelInactive()
+    }
+
+    /// A socket that never became active (a failed connect) is over too.
+    func channelUnregistered(context: ChannelHandlerContext) {
+        timer?.cancel()
+        connection.channelClosed()
+        context.fireChannelUnregistered()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -10,6 +10,8 @@ public enum StreamError: Error, Equatable, Sendable, CustomStringConvertible {
     case negotiation(MultistreamSelect.Failure)
     case timeout
     case protocolViolation(String)
+    /// The resource manager refused the stream.
+    case refused(String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum StreamError: Error, Equatable, Sendable, CustomStringConvertible {
         case .negotiation(let f): return "protocol negotiation: \(f)"
         case .timeout: return "stream timed out"
         case .protocolViolation(let s): return s
+        case .refused(let why): return "refused by the resource manager: \(why)"
         }
     }
 }
@@ -52,7 +55,11 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
 
     var eventLoop: EventLoop { connection.eventLoop }
 
-    init(id: UInt32, connection: Connection, isInbound: Bool) {
+    /// The resource manager's grant for this stream (released when the stream ends).
+    let resourceID: ResourceManager.StreamID?
+
+    init(id: UInt32, connection: Connection, isInbound: Bool, resourceID: ResourceManager.StreamID? = nil) {
+        self.resourceID = resourceID
         self.id = id
         self.connection = connection
         self.isInbound = isInbound

@@ -9,6 +9,7 @@ public enum SwarmError: Error, CustomStringConvertible {
     case missingPeerID(Multiaddr)
     case dialFailed(Multiaddr, String)
     case shutDown
+    case refused(ResourceManager.Refusal)
 
     public var description: String {
         switch self {
@@ -16,6 +17,7 @@ public enum SwarmError: Error, CustomStringConvertible {
         case .missingPeerID(let a): return "\(a) has no /p2p/<peer-id>"
         case .dialFailed(let a, let why): return "dial \(a) failed: \(why)"
         case .shutDown: return "swarm is shut down"
+        case .refused(let r): return "refused by the resource manager: \(r)"
         }
     }
 }
@@ -40,6 +42,9 @@ public final class Swarm: @unchecked Sendable {
         public var yamux = YamuxConfig()
         /// Dial from the listen port (SO_REUSEADDR + SO_REUSEPORT), as hole punching needs.
         public var reuseListenPort = true
+        /// The node's resource limits (connections, handshakes, streams, memory; see
+        /// `ResourceManager`).
+        public var resources = ResourceManager.Limits()
         public init() {}
     }
 
@@ -51,6 +56,8 @@ public final class Swarm: @unchecked Sendable {
 
     private struct State {
         var handlers: [String: StreamHandler] = [:]
+        /// The service scope each protocol's handler declared (resource limits per service).
+        var services: [String: String] = [:]
         var handlerOrder: [String] = []
         var connections: Set<Connection> = []
         /// Connections still in their security handshake (closed too at shutdown).
@@ -67,6 +74,8 @@ public final class Swarm: @unchecked Sendable {
     let tasks = TaskSet()
     /// The node's one event stream: connections, identify, addresses, reachability, hole punches.
     public let events = EventBus()
+    /// The one resource manager: every connection and stream is granted here first.
+    public let resources: NodeResources
 
     public init(identity: PrivateKey, configuration: Configuration = Configuration(), group: EventLoopGroup? = nil, logger: Logger) {
         self.identity = identity
@@ -74,18 +83,22 @@ public final class Swarm: @unchecked Sendable {
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = group == nil
         self.logger = logger
+        self.resources = NodeResources(limits: configuration.resources, logger: logger)
     }
 
     public var peerID: PeerID { identity.peerID }
 
     /// Registers the handler for a protocol; inbound streams that negotiate it are handed over.
+    /// `service` is the resource scope the handler declares (several protocols may share one:
+    /// identify and identify push); its stream limits come from the resource limits' `services`.
     /// Registering a new protocol emits `localProtocolsChanged` (identify push follows);
     /// replacing a handler does not.
-    public func handle(_ protocolID: String, _ handler: @escaping StreamHandler) {
+    public func handle(_ protocolID: String, service: String? = nil, _ handler: @escaping StreamHandler) {
         let changed = state.withLockedValue { s -> [String]? in
             let new = s.handlers[protocolID] == nil
             if new { s.handlerOrder.append(protocolID) }
             s.handlers[protocolID] = handler
+            s.services[protocolID] = service
             return new ? s.handlerOrder : nil
         }
         if let changed { events.emit(.localProtocolsChanged(changed)) }
@@ -95,6 +108,7 @@ public final class Swarm: @unchecked Sendable {
     public func unhandle(_ protocolID: String) {
         let changed = state.withLockedValue { s -> [String]? in
             guard s.handlers.removeValue(forKey: protocolID) != nil else { return nil }
+            s.services[protocolID] = nil
             s.handlerOrder.removeAll { $0 == protocolID }
             return s.handlerOrder
         }
@@ -125,7 +139,16 @@ public final class Swarm: @unchecked Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.setUpConnection(channel, direction: .inbound, role: self.inboundRole(from: channel.remoteAddress), expectedRemote: nil)
+                    // The resource manager decides before any cryptography: a refused socket is
+                    // closed at once and costs nothing more.
+                    let ip = channel.remoteAddress.flatMap { Multiaddr(tcp: $0)?.tcpEndpoint?.ip }
+                    switch self.resources.openConnection(.inbound, ip: ip) {
+                    case .failure:
+                        channel.close(promise: nil)
+                    case .success(let id):
+                        try self.setUpConnection(channel, direction: .inbound, role: self.inboundRole(from: channel.remoteAddress),
+                                                 expectedRemote: nil, resourceID: id)
+                    }
                 }
             }
         let channel = try await bootstrap.bind(to: socketAddress).get()
@@ -202,13 +225,19 @@ public final class Swarm: @unchecked Sendable {
 
     private func connect(_ remote: SocketAddress, from local: SocketAddress?, expected: PeerID?,
                          role: SecureConnectionMachine.Role, connectTimeout: Duration?) async throws -> Connection {
+        let ip = Multiaddr(tcp: remote)?.tcpEndpoint?.ip
+        let resourceID: ResourceManager.ConnectionID
+        switch resources.openConnection(.outbound, ip: ip) {
+        case .failure(let r): throw SwarmError.refused(r)
+        case .success(let id): resourceID = id
+        }
         let holder = NIOLockedValueBox<Connection?>(nil)
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(TimeAmount(connectTimeout ?? configuration.handshakeTimeout))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let c = try self.setUpConnection(channel, direction: .outbound, role: role, expectedRemote: expected)
+                    let c = try self.setUpConnection(channel, direction: .outbound, role: role, expectedRemote: expected, resourceID: resourceID)
                     holder.withLockedValue { $0 = c }
                 }
             }
@@ -218,7 +247,13 @@ public final class Swarm: @unchecked Sendable {
                 .channelOption(SocketOptions.reusePort, value: 1)
                 .bind(to: local)
         }
-        _ = try await bootstrap.connect(to: remote).get()
+        do {
+            _ = try await bootstrap.connect(to: remote).get()
+        } catch {
+            // No connection took the grant over (its close would release it): release it here.
+            if holder.withLockedValue({ $0 }) == nil { resources.closeConnection(resourceID) }
+            throw error
+        }
         guard let connection = holder.withLockedValue({ $0 }) else { throw SwarmError.shutDown }
         _ = try await connection.established.get()
         return connection
@@ -226,22 +261,37 @@ public final class Swarm: @unchecked Sendable {
 
     @discardableResult
     func setUpConnection(_ channel: Channel, direction: Connection.Direction, role: SecureConnectionMachine.Role,
-                         expectedRemote: PeerID?) throws -> Connection {
-        let connection = makeConnection(ChannelTransport(channel), direction: direction, role: role, expectedRemote: expectedRemote)
+                         expectedRemote: PeerID?, resourceID: ResourceManager.ConnectionID) throws -> Connection {
+        let connection = try makeConnection(ChannelTransport(channel), direction: direction, role: role, expectedRemote: expectedRemote,
+                                            resourceID: resourceID)
         try channel.pipeline.syncOperations.addHandler(ConnectionHandler(connection: connection, handshakeTimeout: TimeAmount(configuration.handshakeTimeout)))
         return connection
     }
 
-    /// A connection over `transport`, wired to this swarm (streams, registration); the caller
-    /// starts it.
+    /// A connection over `transport`, wired to this swarm (streams, registration, resources); the
+    /// caller starts it. `resourceID` is the resource manager's grant for it; without one (a
+    /// relayed circuit) it is asked for here, and a refusal throws.
     func makeConnection(_ transport: ConnectionTransport, direction: Connection.Direction, role: SecureConnectionMachine.Role,
-                        expectedRemote: PeerID?, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil) -> Connection {
+                        expectedRemote: PeerID?, relay: PeerID? = nil, limit: CircuitRelay.Limit? = nil,
+                        resourceID: ResourceManager.ConnectionID? = nil) throws -> Connection {
+        let grant: ResourceManager.ConnectionID
+        if let resourceID {
+            grant = resourceID
+        } else {
+            switch resources.openConnection(direction == .inbound ? .inbound : .outbound, ip: nil) {
+            case .failure(let r): throw SwarmError.refused(r)
+            case .success(let id): grant = id
+            }
+        }
         let connection = Connection(transport: transport, direction: direction, role: role, identity: identity,
-                                    expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger, relay: relay, limit: limit)
+                                    expectedRemote: expectedRemote, yamux: configuration.yamux, logger: logger, relay: relay, limit: limit,
+                                    resources: resources, resourceID: grant)
         connection.onInboundStream = { [weak self] stream in self?.acceptStream(stream) }
         connection.onEstablished = { [weak self] c in self?.established(c) }
         state.withLockedValue { _ = $0.handshaking.insert(connection) }
+        let resources = self.resources
         connection.closed.whenComplete { [weak self] result in
+            resources.closeConnection(grant)
             guard let self else { return }
             let wasEstablished = self.state.withLockedValue { s -> Bool in
                 s.handshaking.remove(connection)
@@ -321,7 +371,8 @@ public final class Swarm: @unchecked Sendable {
     public func bestConnection(to peer: PeerID) -> Connection? { connection(to: peer, preferDirect: true) }
 
     private func acceptStream(_ stream: MuxedStream) {
-        let (handlers, order) = state.withLockedValue { ($0.handlers, $0.handlerOrder) }
+        let (handlers, order, services) = state.withLockedValue { ($0.handlers, $0.handlerOrder, $0.services) }
+        let resources = self.resources
         let timeout = configuration.negotiationTimeout
         let logger = self.logger
         let started = tasks.spawn {
@@ -334,6 +385,11 @@ public final class Swarm: @unchecked Sendable {
                 return
             }
             guard let handler = handlers[proto] else { stream.reset(); return }
+            if let grant = stream.resourceID,
+               case .failure = resources.setProtocol(grant, proto, service: services[proto], peer: stream.connection.remotePeer) {
+                stream.reset()
+                return
+            }
             logger.debug("inbound stream", metadata: ["protocol": "\(proto)", "peer": "\(stream.connection.remotePeer?.description ?? "?")"])
             do {
                 try await handler(stream)

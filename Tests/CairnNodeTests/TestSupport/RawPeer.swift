@@ -65,9 +65,11 @@ final class RawPeer: @unchecked Sendable {
         self.collector = collector
     }
 
-    static func connect(to address: Multiaddr, group: EventLoopGroup) async throws -> RawPeer {
+    /// Connects to `address`, from the local address `source` (a 127.0.0.x to stand for another
+    /// host) when given.
+    static func connect(to address: Multiaddr, group: EventLoopGroup, from source: String? = nil) async throws -> RawPeer {
         let collector = Collector()
-        let channel = try await ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -75,6 +77,8 @@ final class RawPeer: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
             }
+        if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
+        let channel = try await bootstrap
             .connect(to: try address.withoutTrailingPeerID.tcpSocketAddress())
             .get()
         return RawPeer(channel: channel, collector: collector)

@@ -105,7 +105,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         }
         if configuration.kademlia.mode == .server {
             for p in [configuration.kademlia.protocolID] + configuration.additionalProtocols {
-                node.swarm.handle(p) { [server] stream in try await server.serve(stream) }
+                node.swarm.handle(p, service: "dht") { [server] stream in try await server.serve(stream) }
             }
         }
         subscription = node.events.subscribe { [weak self] event in
@@ -138,7 +138,7 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
         guard changed else { return }
         for p in protocolIDs {
             if mode == .server {
-                node.swarm.handle(p) { [server] stream in try await server.serve(stream) }
+                node.swarm.handle(p, service: "dht") { [server] stream in try await server.serve(stream) }
             } else {
                 node.swarm.unhandle(p)
             }
