@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -20,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         // Peers' RSA and ECDSA keys (Cairn's own keys stay libsodium's Ed25519).
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        // Operators' metrics: swift-metrics' API, exposed in Prometheus' text format.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // libsodium, found through pkg-config; the only source of cryptography.
@@ -67,7 +71,10 @@ let package = Package(
                 "CairnCore", "CairnCrypto", "CairnProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
@@ -123,3 +130,19 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets for every wire decoder (docs/fuzzing.md). Only in the package when
+// CAIRN_FUZZ=1 (bootstrap/fuzz.sh sets it and builds with -sanitize=fuzzer into .build-fuzz):
+// without the sanitizer, LLVMFuzzerRunDriver does not link and `swift build` would fail.
+if ProcessInfo.processInfo.environment["CAIRN_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "cairn-fuzz",
+            dependencies: [
+                "CairnCore", "CairnProto", "CairnCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        )
+    )
+}

@@ -26,13 +26,26 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("log-format"), help: "text, or json (one object per line: ts, level, label, msg, metadata).")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format takes text or json") }
+    }
+
     var dataDirectory: URL {
         dataDir.map { URL(fileURLWithPath: ($0 as NSString).expandingTildeInPath) } ?? IdentityStore.defaultDataDirectory
     }
 
     func bootstrapLogging() -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var h = JSONLogHandler.standardError(label: label)
+                h.logLevel = level
+                return h
+            }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
@@ -106,6 +119,10 @@ struct RunNode: AsyncParsableCommand {
     var noAPI = false
     @Flag(name: .customLong("api-allow-remote"), help: "Allow --api on a non-loopback TCP address: anyone who reaches it controls the node (see README).")
     var apiAllowRemote = false
+    @Option(name: .customLong("metrics"), help: "Serve Prometheus metrics at http://<addr>/metrics, e.g. /ip4/127.0.0.1/tcp/9464 (docs/metrics.md).")
+    var metrics: String?
+    @Flag(name: .customLong("metrics-allow-remote"), help: "Allow --metrics on a non-loopback address.")
+    var metricsAllowRemote = false
 
     func hostConfiguration() throws -> CairnHost.Configuration {
         var c = CairnHost.Configuration()
@@ -134,6 +151,8 @@ struct RunNode: AsyncParsableCommand {
         c.controlAPI.addresses = try api.map { try Multiaddr($0) }
         c.controlAPI.server.allowRemote = apiAllowRemote
         try limits.apply(to: &c.node.swarm.resources)
+        c.metricsAddress = try metrics.map { try Multiaddr($0) }
+        c.metricsAllowRemote = metricsAllowRemote
         return c
     }
 
@@ -161,6 +180,10 @@ struct RunNode: AsyncParsableCommand {
             throw CLIError("\(error)")
         }
         for a in host.controlAddresses { print("control api on \(a)") }
+        if let m = host.metricsServerAddress, let (ip, port) = m.tcpEndpoint {
+            let h = ip.count == 4 ? IPAddressText.format(ip) : "[\(IPAddressText.format(ip))]"
+            print("metrics on http://\(h):\(port)/metrics")
+        }
         fflush(nil)
         await waitForTermination()
         logger.notice("shutting down")

@@ -36,7 +36,21 @@ public struct KadPeer: Sendable, Equatable {
 /// One kad-dht RPC (`/ipfs/kad/1.0.0`, libp2p/specs kad-dht), with the hard limits Cairn applies
 /// to anything it receives.
 public struct KadMessage: Sendable, Equatable {
-    public enum Kind: Int, Sendable { case putValue = 0, getValue = 1, addProvider = 2, getProviders = 3, findNode = 4, ping = 5 }
+    public enum Kind: Int, Sendable {
+        case putValue = 0, getValue = 1, addProvider = 2, getProviders = 3, findNode = 4, ping = 5
+
+        /// The type as metrics and logs name it (`find_node`).
+        public var metricName: String {
+            switch self {
+            case .putValue: return "put_value"
+            case .getValue: return "get_value"
+            case .addProvider: return "add_provider"
+            case .getProviders: return "get_providers"
+            case .findNode: return "find_node"
+            case .ping: return "ping"
+            }
+        }
+    }
 
     /// Hard limit on one kad message on the wire.
     public static let maxMessageSize = 64 * 1024

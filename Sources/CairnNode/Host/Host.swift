@@ -53,6 +53,10 @@ public final class CairnHost: @unchecked Sendable {
         public var connectionManager = ConnectionManager.Configuration()
         /// The libp2p daemon control API (`docs/daemon.md`).
         public var controlAPI = ControlAPI()
+        /// Serve Prometheus metrics (`GET /metrics`) here; loopback only unless
+        /// `metricsAllowRemote`.
+        public var metricsAddress: Multiaddr?
+        public var metricsAllowRemote = false
         /// Write `HostStatus` to `<data-dir>/relays.json` this often (nil: never).
         public var statusInterval: Duration? = .seconds(2)
 
@@ -110,6 +114,8 @@ public final class CairnHost: @unchecked Sendable {
     public let nat: NATService
     public let relayClient: RelayClient
     public let relayService: RelayService
+    /// The host's metrics (its own Prometheus registry; `metricsAddress` serves them).
+    public let metrics: NodeMetrics
     public let autoRelay: AutoRelay
     public let holePunch: HolePunchService?
     public let connectionManager: ConnectionManager
@@ -129,6 +135,7 @@ public final class CairnHost: @unchecked Sendable {
         var tasks: [Task<Void, Never>] = []
         var joined = false
         var control: ControlServer?
+        var metricsServer: MetricsServer?
         var forwarding: Forwarding?
         var controlAddresses: [Multiaddr] = []
     }
@@ -196,6 +203,7 @@ public final class CairnHost: @unchecked Sendable {
         let (n, nat) = (node, nat)
         holePunch = configuration.holePunching.map { HolePunchService(node: n, nat: nat, configuration: $0, logger: logger) }
         connectionManager = ConnectionManager(swarm: node.swarm, configuration: configuration.connectionManager, logger: logger)
+        metrics = NodeMetrics(swarm: node.swarm, dht: dht, lanDHT: lanDHT, relay: relayService, nat: nat)
         // The host protects what it relies on: its relays, peers relaying through it, punched connections.
         let (client, service, punch) = (relayClient, relayService, holePunch)
         connectionManager.addProtection {
@@ -216,6 +224,8 @@ public final class CairnHost: @unchecked Sendable {
     /// The control API's server and bound addresses (when enabled).
     public var controlServer: ControlServer? { state.withLockedValue { $0.control } }
     public var controlAddresses: [Multiaddr] { state.withLockedValue { $0.controlAddresses } }
+    /// Where metrics are served (when `metricsAddress` is set and the services started).
+    public var metricsServerAddress: Multiaddr? { state.withLockedValue { $0.metricsServer?.address } }
 
     /// TCP forwarding over peer streams (`cairn p2p`).
     public var forwarding: Forwarding {
@@ -271,6 +281,11 @@ public final class CairnHost: @unchecked Sendable {
         for s in services { try await s.start() }
         state.withLockedValue { $0.running = services }
         if configuration.controlAPI.enabled { try await startControlAPI() }
+        if let a = configuration.metricsAddress {
+            let server = try await MetricsServer.start(on: a, allowRemote: configuration.metricsAllowRemote, group: node.swarm.group,
+                                                       metrics: metrics, logger: logger)
+            state.withLockedValue { $0.metricsServer = server }
+        }
         if let dir = dataDirectory, let every = configuration.statusInterval {
             let path = dir.appendingPathComponent("relays.json")
             track(Task { [weak self] in
@@ -325,6 +340,8 @@ public final class CairnHost: @unchecked Sendable {
         }
         for t in tasks { t.cancel() }
         if let control = state.withLockedValue({ $0.control }) { await control.close() }
+        if let m = state.withLockedValue({ $0.metricsServer }) { await m.close() }
+        metrics.stop()
         if let forwarding = state.withLockedValue({ $0.forwarding }) {
             await forwarding.close(proto: nil, local: nil, all: true)
             await forwarding.tasks.cancelAndWait()

@@ -25,6 +25,12 @@ public enum NodeEvent: Sendable, CustomStringConvertible {
     case reachabilityChanged(AutoNAT.ReachabilityTracker.Reachability)
     /// A relayed connection to the peer was upgraded to a direct one, or stays relayed.
     case holePunchFinished(HolePunchService.Outcome)
+    /// A connection closed before its upgrade finished (a failed handshake, a timeout).
+    case handshakeFailed(direction: Connection.Direction, reason: ConnectionError)
+    /// The DHT answered (or refused) one request of a peer.
+    case dhtRequestServed(type: String, answered: Bool)
+    /// A DHT query finished: its type, how long it ran and how many requests it sent.
+    case dhtQueryFinished(type: String, duration: Duration, requests: Int)
 
     public var description: String {
         switch self {
@@ -38,6 +44,9 @@ public enum NodeEvent: Sendable, CustomStringConvertible {
         case .externalAddressExpired(let a): return "external address expired \(a)"
         case .reachabilityChanged(let r): return "reachability \(r.rawValue)"
         case .holePunchFinished(let o): return "hole punch with \(o.peer): \(o.result)"
+        case .handshakeFailed(let d, let r): return "\(d.rawValue) handshake failed: \(r)"
+        case .dhtRequestServed(let t, let answered): return "DHT \(t) request \(answered ? "answered" : "refused")"
+        case .dhtQueryFinished(let t, let d, let n): return "DHT \(t) query finished in \(d) after \(n) requests"
         }
     }
 }

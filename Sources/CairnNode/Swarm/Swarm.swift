@@ -297,8 +297,11 @@ public final class Swarm: @unchecked Sendable {
                 s.handshaking.remove(connection)
                 return s.connections.remove(connection) != nil
             }
-            if wasEstablished, case .success(let reason) = result {
+            guard case .success(let reason) = result else { return }
+            if wasEstablished {
                 self.events.emit(.connectionClosed(connection, reason: reason))
+            } else if connection.remotePeer == nil || reason != .closed {
+                self.events.emit(.handshakeFailed(direction: direction, reason: reason))
             }
         }
         return connection
@@ -439,6 +442,9 @@ final class TaskSet: Sendable {
             return true
         }
     }
+
+    /// Tasks running now.
+    var count: Int { state.withLockedValue { $0.running.count } }
 
     /// Closes the set, cancels what is running and waits for all of it.
     func cancelAndWait() async {

@@ -15,9 +15,12 @@ final class DHTServer: Sendable {
     let limiter: NIOLockedValueBox<PeerRateLimiter>
     let now: @Sendable () -> Date
     let logger: Logger
+    /// Where served requests are reported (the swarm's event bus).
+    let events: EventBus?
 
     init(storage: KademliaStorage, rate: Double, burst: Double, clock: @escaping @Sendable () -> Date, logger: Logger,
-         tableReply: @escaping TableReply) {
+         events: EventBus? = nil, tableReply: @escaping TableReply) {
+        self.events = events
         self.storage = storage
         self.tableReply = tableReply
         self.limiter = NIOLockedValueBox(PeerRateLimiter(rate: rate, burst: burst))
@@ -48,12 +51,16 @@ final class DHTServer: Sendable {
             } else {
                 response = .reject("not a DHT server")
             }
+            let type = request.kind.metricName
             switch response {
             case .respond(let m):
+                events?.emit(.dhtRequestServed(type: type, answered: true))
                 try await stream.writeLengthPrefixed(m.encode())
             case .noResponse:
+                events?.emit(.dhtRequestServed(type: type, answered: true))
                 continue
             case .reject(let why):
+                events?.emit(.dhtRequestServed(type: type, answered: false))
                 logger.info("refused a DHT request: \(why)", metadata: ["peer": "\(peer)", "type": "\(request.kind)"])
                 stream.reset()
                 return

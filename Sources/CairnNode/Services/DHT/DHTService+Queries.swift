@@ -95,7 +95,8 @@ extension DHTService {
             b.localAddresses = node.advertisedAddresses
             return try start(&b, self.now())
         }
-        return await withCheckedContinuation { c in
+        let started = ContinuousClock.now
+        let (result, stats) = await withCheckedContinuation { c in
             if let done = finishedEarly.withLockedValue({ $0.removeValue(forKey: q) }) {
                 c.resume(returning: done)
             } else {
@@ -103,6 +104,15 @@ extension DHTService {
             }
             perform(actions)
         }
+        let type: String
+        switch result {
+        case .closestPeers: type = "find_node"
+        case .value: type = "get_value"
+        case .providers: type = "get_providers"
+        case .stored: type = "put"
+        }
+        node.swarm.events.emit(.dhtQueryFinished(type: type, duration: ContinuousClock.now - started, requests: stats.requests))
+        return (result, stats)
     }
 
     /// Joins the DHT: connects to `peers` (and identifies them), then looks up our own ID and

@@ -95,7 +95,8 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             let said = node.identifyService.lastInfo(from: id)?.listenAddrs.filter { $0.tcpEndpoint != nil } ?? []
             return said.isEmpty ? c.remoteAddress.map { [$0] } : said
         }
-        self.server = DHTServer(storage: storage, rate: configuration.requestRate, burst: configuration.requestBurst, clock: clock, logger: logger) {
+        self.server = DHTServer(storage: storage, rate: configuration.requestRate, burst: configuration.requestBurst, clock: clock, logger: logger,
+                                events: node.swarm.events) {
             request, peer in
             // Only the routing table's part under the lock; the store's part follows outside it.
             let connected = request.kind == .findNode ? (try? PeerID(bytes: request.key)).flatMap { connectedAddresses($0) } : nil
