@@ -31,8 +31,21 @@ struct Bench: AsyncParsableCommand {
     var forwardMib = 0
     @Flag(help: "Only the forwarding measurement.") var forwardOnly = false
     @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
+    @Option(help: "Only the soak: a mesh of `cairn node` processes with churn, DHT traffic and direct and relayed streams for this many seconds (docs/soak.md).")
+    var soak: Double = 0
+    @Option(help: "Soak: nodes in the mesh.") var soakNodes = 20
+    @Option(help: "Soak: seconds between node restarts.") var soakChurnEvery: Double = 30
+    @Option(help: "Soak: seconds between samples of every node.") var soakSampleEvery: Double = 15
+    @Option(help: "Soak: write the summary and every sample here (JSON).") var soakOut: String?
 
     func run() async throws {
+        if soak > 0 {
+            let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
+            let r = try await Soak(cairn: cairn, seconds: soak, nodes: max(soakNodes, 3), churnEvery: soakChurnEvery,
+                                   sampleEvery: soakSampleEvery, out: soakOut).run()
+            print(String(decoding: try JSONSerialization.data(withJSONObject: ["soak": r], options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
+            return
+        }
         if forwardOnly {
             var quiet = Logger(label: "bench")
             quiet.logLevel = .critical
