@@ -17,15 +17,10 @@ final class HostTests: LoopbackNodesTestCase {
         try await super.tearDown()
     }
 
-    /// A host on loopback with nothing on disk, no STUN, no AutoNAT probing, no auto-relay.
+    /// A host on loopback (`loopbackHostConfiguration`).
     func makeHost(_ name: String, bootstrap: [Multiaddr] = [], presence: Bool = true) async throws -> CairnHost {
-        var c = CairnHost.Configuration()
-        c.dataDirectory = nil
-        c.listenAddresses = [try Multiaddr("/ip4/127.0.0.1/tcp/0")]
+        var c = try loopbackHostConfiguration()
         c.bootstrapPeers = bootstrap
-        c.stun = false
-        c.autoNATProbing = false
-        c.autoRelay = .off
         c.dht.publishPresence = presence
         let h = try CairnHost(configuration: c, group: group, logger: logs.logger(label: name))
         hosts.append(h)

@@ -42,12 +42,7 @@ final class MetricsTests: LoopbackNodesTestCase {
     }
 
     func testScrapeAfterAKnownSequenceShowsTheExpectedCounters() async throws {
-        var c = CairnHost.Configuration()
-        c.dataDirectory = nil
-        c.listenAddresses = [try Multiaddr("/ip4/127.0.0.1/tcp/0")]
-        c.stun = false
-        c.autoNATProbing = false
-        c.autoRelay = .off
+        var c = try loopbackHostConfiguration()
         c.dht.followReachability = false
         c.metricsAddress = try Multiaddr("/ip4/127.0.0.1/tcp/0")
         c.node.swarm.resources.connectionsPerIP = 1
@@ -106,12 +101,7 @@ final class MetricsTests: LoopbackNodesTestCase {
     }
 
     func testMetricsRefuseANonLoopbackAddressUnlessAllowed() async throws {
-        var c = CairnHost.Configuration()
-        c.dataDirectory = nil
-        c.listenAddresses = [try Multiaddr("/ip4/127.0.0.1/tcp/0")]
-        c.stun = false
-        c.autoNATProbing = false
-        c.autoRelay = .off
+        var c = try loopbackHostConfiguration()
         c.metricsAddress = try Multiaddr("/ip4/0.0.0.0/tcp/0")
         let host = try CairnHost(configuration: c, group: group, logger: logs.logger(label: "host"))
         hosts.append(host)

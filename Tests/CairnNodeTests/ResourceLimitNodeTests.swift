@@ -27,13 +27,8 @@ final class ResourceLimitNodeTests: LoopbackNodesTestCase {
 
     func makeHost(_ name: String, ip: String, bootstrap: [Multiaddr] = [],
                   limits: (inout RM.Limits) -> Void = { _ in }) async throws -> CairnHost {
-        var c = CairnHost.Configuration()
-        c.dataDirectory = nil
-        c.listenAddresses = [try Multiaddr("/ip4/\(ip)/tcp/0")]
+        var c = try loopbackHostConfiguration(ip: ip)
         c.bootstrapPeers = bootstrap
-        c.stun = false
-        c.autoNATProbing = false
-        c.autoRelay = .off
         c.node.swarm.negotiationTimeout = .seconds(1)
         limits(&c.node.swarm.resources)
         let h = try CairnHost(configuration: c, group: group, logger: logs.logger(label: name))

@@ -77,7 +77,9 @@ public final class NodeMetrics: Sendable {
         case .holePunchFinished(let o):
             let result: String
             switch o.result {
-            case .direct(let how, _): result = "direct_\(how)"
+            case .direct(.reversal, _): result = "direct_reversal"
+            case .direct(.holePunch, _): result = "direct_hole_punch"
+            case .direct(.peersDial, _): result = "direct_peers_dial"
             case .relayed: result = "relayed"
             }
             count("cairn_holepunch_total", ["result": result])

@@ -31,6 +31,18 @@ class LoopbackNodesTestCase: XCTestCase {
         return (n, addr.appending(.p2p(n.peerID)))
     }
 
+    /// A host's configuration for loopback tests: listening on `ip`, nothing on disk, no STUN,
+    /// no AutoNAT probing, no auto-relay.
+    func loopbackHostConfiguration(ip: String = "127.0.0.1") throws -> CairnHost.Configuration {
+        var c = CairnHost.Configuration()
+        c.dataDirectory = nil
+        c.listenAddresses = [try Multiaddr("/ip4/\(ip)/tcp/0")]
+        c.stun = false
+        c.autoNATProbing = false
+        c.autoRelay = .off
+        return c
+    }
+
     struct ConditionNotMet: Error, CustomStringConvertible {
         let timeout: Double
         var description: String { "condition not met within \(timeout) s" }
