@@ -2,6 +2,7 @@
 # Sets up a fresh machine and runs every test: unit tests of the sans-I/O core, node tests over
 # loopback, and the interop tests against py-libp2p 0.8.1 (installed into a venv when missing).
 # The interop tests are required here: a missing Python peer fails the run instead of skipping.
+# Then the fuzz smoke (bootstrap/fuzz.sh: a sanitizer build, a few seconds per target).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -15,3 +16,6 @@ export CAIRN_REQUIRE_INTEROP=1
 if [ "${CI:-}" = "true" ]; then export CAIRN_REQUIRE_LAB=1; fi
 swift build --build-tests
 swift test --skip-build "$@"
+# The fuzz smoke: every libFuzzer target for a few seconds on its committed corpus, after
+# replaying every crash found so far (docs/fuzzing.md); a crash fails the run.
+if [ "$#" -eq 0 ]; then bash bootstrap/fuzz.sh "${CAIRN_FUZZ_SMOKE_SECONDS:-2}"; fi

@@ -2,6 +2,7 @@ import CSecp256k1
 import Crypto
 import _CryptoExtras
 import Foundation
+import SwiftASN1
 
 /// Signature checks for the key types other libp2p peers use (libp2p peer-ids spec), through
 /// well-kept libraries: swift-crypto for RSA (PKCS#1 v1.5 with SHA-256) and ECDSA (a DER
@@ -10,9 +11,26 @@ import Foundation
 /// btcec does). Cairn's own Ed25519 keys stay libsodium's.
 enum PeerKeyVerification {
     static func rsa(der: [UInt8], signature: [UInt8], message: [UInt8]) -> Bool {
-        guard let key = try? _RSA.Signing.PublicKey(derRepresentation: der) else { return false }
+        // Not `_RSA.Signing.PublicKey(derRepresentation:)`: in swift-crypto 3.12 a DER that BoringSSL
+        // refuses (an even exponent, say) frees the EVP_PKEY twice and aborts the process (found by
+        // cairn-fuzz, Tests/CairnCoreTests/FuzzRegressionTests.swift). The key is built from its
+        // modulus and exponent instead, with the 2048-bit floor that initializer applied.
+        guard let (n, e) = rsaModulusAndExponent(der: der), let key = try? _RSA.Signing.PublicKey(n: n, e: e),
+              key.keySizeInBits >= 2048 else { return false }
         let sig = _RSA.Signing.RSASignature(rawRepresentation: signature)
         return key.isValidSignature(sig, for: SHA256.hash(data: message), padding: .insecurePKCS1v1_5)
+    }
+
+    /// The modulus and public exponent of an RSA SubjectPublicKeyInfo (DER, unsigned big-endian).
+    static func rsaModulusAndExponent(der: [UInt8]) -> (n: [UInt8], e: [UInt8])? {
+        try? DER.sequence(DER.parse(der), identifier: .sequence) { nodes -> ([UInt8], [UInt8]) in
+            guard let _ = nodes.next(), let keyNode = nodes.next() else { throw KeyError.invalidKey("incomplete") }
+            let bitString = try ASN1BitString(derEncoded: keyNode)
+            return try DER.sequence(DER.parse(Array(bitString.bytes)), identifier: .sequence) { parts -> ([UInt8], [UInt8]) in
+                guard let nNode = parts.next(), let eNode = parts.next() else { throw KeyError.invalidKey("incomplete") }
+                return (Array(try ArraySlice<UInt8>(derEncoded: nNode)), Array(try ArraySlice<UInt8>(derEncoded: eNode)))
+            }
+        }
     }
 
     static func ecdsa(der: [UInt8], signature: [UInt8], message: [UInt8]) -> Bool {

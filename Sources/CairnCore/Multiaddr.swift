@@ -144,7 +144,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .tcp(let p), .udp(let p): return String(p)
         case .ip6zone(let s), .dns(let s), .dns4(let s), .dns6(let s), .dnsaddr(let s): return s
         case .p2p(let id): return id.base58
-        case .unix(let path): return String(path.dropFirst())
+        case .unix(let path): return String(decoding: path.utf8.dropFirst(), as: UTF8.self)  // the "/" byte
         case .p2pCircuit, .quic, .quicV1, .ws, .wss: return nil
         }
     }
@@ -174,7 +174,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
                   let v = UInt16(text) else { throw bad }
             return kind == .tcp ? .tcp(v) : .udp(v)
         case .ip6zone, .dns, .dns4, .dns6, .dnsaddr:
-            guard !text.isEmpty, !text.contains("/") else { throw bad }
+            guard !text.isEmpty, !text.utf8.contains(0x2f) else { throw bad }
             return try fromString(kind: kind, text)
         case .p2p:
             guard let id = try? PeerID(string: text) else { throw bad }
@@ -205,7 +205,7 @@ public enum MultiaddrComponent: Hashable, Sendable {
         case .tcp: return .tcp(UInt16(b[0]) << 8 | UInt16(b[1]))
         case .udp: return .udp(UInt16(b[0]) << 8 | UInt16(b[1]))
         case .ip6zone, .dns, .dns4, .dns6, .dnsaddr:
-            guard !b.isEmpty, let s = String(validating: b, as: UTF8.self), !s.contains("/") else { throw bad }
+            guard !b.isEmpty, !b.contains(0x2f), let s = String(validating: b, as: UTF8.self) else { throw bad }
             return try fromString(kind: kind, s)
         case .p2p:
             guard let id = try? PeerID(bytes: b) else { throw bad }
@@ -224,9 +224,14 @@ public enum MultiaddrComponent: Hashable, Sendable {
         guard !b.isEmpty, b.count <= 1024, let s = String(validating: b, as: UTF8.self), !s.contains("\0") else {
             throw .invalidValue(protocol: kind.name, value: Hex.encode(b))
         }
-        let path = s.hasPrefix("/") ? s : "/" + s
-        guard path != "/" else { throw .invalidValue(protocol: kind.name, value: s) }
-        return .unix(path)
+        // Exactly one leading "/" byte and no trailing ones (a socket path never ends in "/"), so
+        // text and binary stay one-to-one: "/unix/a//" was the path "/a/", printed "/unix/a/",
+        // read back as "/a"; "/unix///a" was "//a", printed "/unix//a", read back as "/a"; and a
+        // path starting with a combining mark grew a "/" at each re-decoding (cairn-fuzz).
+        let inner = b.drop(while: { $0 == 0x2f })
+        let trimmed = inner.prefix(inner.count - inner.reversed().prefix(while: { $0 == 0x2f }).count)
+        guard !trimmed.isEmpty else { throw .invalidValue(protocol: kind.name, value: s) }
+        return .unix("/" + String(decoding: trimmed, as: UTF8.self))
     }
 }
 
@@ -242,8 +247,10 @@ public struct Multiaddr: Hashable, Sendable, CustomStringConvertible {
 
     public init(_ string: String) throws(MultiaddrError) {
         guard !string.isEmpty else { throw .empty }
-        guard string.hasPrefix("/") else { throw .mustStartWithSlash }
-        var parts = string.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        guard string.utf8.first == 0x2f else { throw .mustStartWithSlash }
+        // Split at "/" bytes, not Characters: a "/" followed by a combining mark is one Character
+        // but still a separator (as for go-multiaddr), and printing must read back (cairn-fuzz).
+        var parts = string.utf8.split(separator: 0x2f, omittingEmptySubsequences: false).dropFirst().map { String(decoding: $0, as: UTF8.self) }
         if parts.last == "" { parts.removeLast() }  // one trailing slash is tolerated
         guard !parts.isEmpty else { throw .empty }
         var comps: [MultiaddrComponent] = []
