@@ -29,6 +29,8 @@ public final class SimNetwork {
         case response(to: Int, from: Int, QueryID, KadMessage?)
         case failure(to: Int, peer: Int, QueryID)
         case liveness(at: Int, peer: Int)
+        /// The node's behaviour has a deadline (a request's soft or hard timeout).
+        case tick(Int)
     }
 
     struct Event: Comparable {
@@ -50,6 +52,8 @@ public final class SimNetwork {
     public private(set) var messagesDelivered = 0
     /// Results of finished queries, by (node, query).
     var finished: [Int: [QueryID: (QueryResult, QueryStats)]] = [:]
+    /// The earliest tick scheduled for each node (later deadlines wait for it).
+    var tickAt: [Int: Double] = [:]
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -105,6 +109,17 @@ public final class SimNetwork {
                 schedule(2 * oneWay(), .liveness(at: i, peer: j))
             }
         }
+        scheduleTick(i)
+    }
+
+    /// Schedules a tick for node `i` at its behaviour's next deadline, unless one comes sooner.
+    func scheduleTick(_ i: Int) {
+        guard let d = nodes[i].behaviour.nextDeadline(after: now) else { return }
+        let t = max(clock, d.timeIntervalSince(now) + clock)
+        if let at = tickAt[i], at <= t, at >= clock { return }
+        tickAt[i] = t
+        seq += 1
+        queue.push(Event(time: t, seq: seq, kind: .tick(i)))
     }
 
     func step(_ e: Event) {
@@ -139,6 +154,10 @@ public final class SimNetwork {
         case .liveness(let at, let peer):
             guard nodes[at].online else { return }
             nodes[at].behaviour.livenessChecked(ids[peer], alive: nodes[peer].online, now: now)
+        case .tick(let i):
+            if tickAt[i] == e.time { tickAt[i] = nil }
+            guard nodes[i].online else { return }
+            perform(i, nodes[i].behaviour.tick(now: now))
         }
     }
 

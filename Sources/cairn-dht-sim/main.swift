@@ -14,7 +14,10 @@ struct DHTSim: ParsableCommand {
     @Option(help: "One-way latency in ms (plus uniform jitter of half that).") var latencyMs = 40.0
     @Option(help: "Message loss probability.") var loss = 0.0
     @Option(help: "Random seed.") var seed: UInt64 = 1
-    @Option(help: "Per-request timeout in seconds (virtual).") var timeout: Double = 10
+    @Option(help: "Per-request timeout in seconds (virtual): the transport's, and the longest a lookup waits.") var timeout: Double = 10
+    @Flag(help: "Fixed timeouts (every request waits --timeout) instead of ones from measured round trips.") var fixedTimeouts = false
+    @Option(help: "Closest peers that must answer before a FIND_NODE lookup ends (β; 20 = all k).") var beta = 3
+    @Option(help: "Requests in flight per lookup (α).") var alpha = 3
 
     func run() throws {
         var config = SimNetwork.Configuration()
@@ -23,6 +26,9 @@ struct DHTSim: ParsableCommand {
         config.loss = loss
         config.seed = seed
         config.kademlia.lookup.requestTimeout = timeout
+        config.kademlia.lookup.adaptiveTimeouts = !fixedTimeouts
+        config.kademlia.lookup.beta = beta
+        config.kademlia.lookup.alpha = alpha
         let wall = ContinuousClock()
         let t0 = wall.now
         let net = SimNetwork(configuration: config)
@@ -48,7 +54,7 @@ struct DHTSim: ParsableCommand {
         func pctD(_ a: [Double], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
         func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         let result: [String: Any] = [
-            "nodes": nodes, "churn": churn, "timeout_s": timeout, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
+            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
             "success_rate": Double(ok) / Double(max(1, lookups)),
             "hops_median": pct(hops, 0.5), "hops_p99": pct(hops, 0.99),
             "messages_per_lookup_mean": Double(messages.reduce(0, +)) / Double(max(1, messages.count)),

@@ -120,6 +120,66 @@ final class LookupTests: XCTestCase {
         XCTAssertEqual(lookup.closestResponded.map(\.peer), Array(expected))
     }
 
+    func testSoftTimeoutFreesASlotAndALateAnswerStillCounts() {
+        let seeds = (0..<6).map { _ in (PrivateKey.generate().peerID, [Multiaddr]()) }
+        var lookup = Lookup(target: DHTKey(hashing: [9]), seeds: seeds)
+        lookup.timeouts = Lookup.Timeouts(soft: 0.3, hard: 1)
+        let t0 = Date()
+        let first = lookup.start(now: t0)
+        XCTAssertEqual(first.count, 3)
+        XCTAssertEqual(lookup.nextDeadline(after: t0)?.timeIntervalSince(t0) ?? 0, 0.3, accuracy: 1e-6)
+        // Nothing before the soft timeout.
+        XCTAssertEqual(lookup.tick(now: t0.addingTimeInterval(0.2)).count, 0)
+        // Past it, the three slow requests no longer take slots: three more go out.
+        let second = lookup.tick(now: t0.addingTimeInterval(0.31))
+        XCTAssertEqual(second.count, 3)
+        XCTAssertEqual(lookup.inFlightCount, 6)
+        let next = lookup.nextDeadline(after: t0.addingTimeInterval(0.31))
+        XCTAssertEqual(next?.timeIntervalSince(t0) ?? 0, 0.61, accuracy: 1e-6, "the second three's soft timeout")
+        // A late answer from a slow peer is still taken.
+        guard case .query(let slow, _) = first[0] else { return XCTFail() }
+        _ = lookup.received(from: slow, closer: [], now: t0.addingTimeInterval(0.5))
+        XCTAssertEqual(lookup.candidates.first { $0.peer == slow }?.state, .responded)
+        // The hard timeout fails the other two slow ones.
+        _ = lookup.tick(now: t0.addingTimeInterval(1.01))
+        XCTAssertEqual(lookup.candidates.filter { $0.state == .failed }.count, 2)
+    }
+
+    func testAFindNodeLookupEndsOnTheBetaClosestAnswers() {
+        let all = (0..<40).map { _ in PrivateKey.generate().peerID }
+        let t = DHTKey(hashing: [1, 2, 3])
+        let sorted = all.sorted { DHTKey(peer: $0).distance(to: t) < DHTKey(peer: $1).distance(to: t) }
+        var lookup = Lookup(target: t, seeds: all.map { ($0, []) }, answersNeeded: 3)
+        let now = Date()
+        var actions = lookup.start(now: now)
+        XCTAssertEqual(actions.count, 3, "α requests to the three closest")
+        for p in sorted.prefix(3) {
+            actions = lookup.received(from: p, closer: [], now: now)
+        }
+        XCTAssertTrue(lookup.isFinished)
+        XCTAssertTrue(actions.contains(.finished))
+        XCTAssertEqual(lookup.closestResponded.map(\.peer), Array(sorted.prefix(3)))
+        XCTAssertEqual(lookup.queriesSent, 5, "α kept in flight until the three closest answered, nothing after")
+    }
+
+    func testRoundTripEstimatorSetsBoundedTimeouts() {
+        var c = Lookup.Configuration()
+        c.requestTimeout = 10
+        var e = RTTEstimator()
+        XCTAssertEqual(e.timeouts(c), Lookup.Timeouts(soft: c.maxSoftTimeout, hard: 10), "no sample yet: patient")
+        for _ in 0..<20 { e.sample(0.1) }
+        let fast = e.timeouts(c)
+        XCTAssertEqual(fast.soft, c.minSoftTimeout, accuracy: 1e-9, "floors")
+        XCTAssertEqual(fast.hard, c.minHardTimeout, accuracy: 1e-9)
+        for _ in 0..<50 { e.sample(3) }
+        let slow = e.timeouts(c)
+        XCTAssertEqual(slow.soft, c.maxSoftTimeout, accuracy: 1e-9, "caps")
+        XCTAssertGreaterThan(slow.hard, 3)
+        XCTAssertLessThanOrEqual(slow.hard, 10)
+        c.adaptiveTimeouts = false
+        XCTAssertEqual(e.timeouts(c), Lookup.Timeouts(soft: 10, hard: 10))
+    }
+
     func testTimeoutsFailPeersAndFloodsAreBounded() {
         let seeds = (0..<5).map { _ in (PrivateKey.generate().peerID, [Multiaddr]()) }
         var config = Lookup.Configuration()
@@ -348,6 +408,42 @@ final class DHTSimulationTests: XCTestCase {
 }
 
 extension DHTSimulationTests {
+    /// With 30% of the nodes silently gone, lookups that stop waiting on slow requests (soft
+    /// timeouts from measured round trips) and end on the β closest answers finish in a fraction
+    /// of the time the fixed 10 s timeouts took, with fewer messages and the same success.
+    func testAdaptiveTimeoutsAndBetaTerminationMakeLookupsUnderChurnFast() throws {
+        func run(adaptive: Bool, beta: Int) throws -> (ok: Int, medianSeconds: Double, messages: Double) {
+            var config = SimNetwork.Configuration()
+            config.seed = 5
+            config.kademlia.lookup.adaptiveTimeouts = adaptive
+            config.kademlia.lookup.beta = beta
+            let net = SimNetwork(configuration: config)
+            net.build(count: 150)
+            _ = net.churn(fraction: 0.3)
+            var ok = 0
+            var times: [Double] = []
+            var messages = 0
+            for _ in 0..<40 {
+                let from = net.randomIndex()
+                var to = net.randomIndex()
+                while to == from { to = net.randomIndex() }
+                let target = net.peerID(to)
+                let (result, stats) = try XCTUnwrap(net.runQuery(on: from) { b, now in b.findNode(target, now: now) })
+                if case .closestPeers(let peers) = result, peers.first?.id == target { ok += 1 }
+                times.append(stats.finished!.timeIntervalSince(stats.started))
+                messages += stats.requests
+            }
+            return (ok, times.sorted()[times.count / 2], Double(messages) / 40)
+        }
+        let before = try run(adaptive: false, beta: 20)
+        let after = try run(adaptive: true, beta: 3)
+        XCTAssertGreaterThanOrEqual(after.ok, 39, "\(after)")
+        XCTAssertGreaterThanOrEqual(before.ok, 39, "\(before)")
+        XCTAssertGreaterThan(before.medianSeconds, 5, "fixed timeouts wait out dead peers: \(before)")
+        XCTAssertLessThan(after.medianSeconds, 1, "\(after)")
+        XCTAssertLessThan(after.messages, before.messages)
+    }
+
     /// Same seed, same run: identities, latencies, churn and bucket-refresh keys all come from it.
     func testASimulationRepeatsExactlyForOneSeed() throws {
         func run(seed: UInt64) throws -> [String] {

@@ -94,6 +94,9 @@ public struct KademliaBehaviour: Sendable {
 
     var queries: [QueryID: Query] = [:]
     var nextQuery: UInt64 = 1
+    /// Round trips of our requests: the lookups' soft and hard timeouts follow them.
+    public private(set) var rtt = RTTEstimator()
+    var timeouts: Lookup.Timeouts { rtt.timeouts(configuration.lookup) }
 
     /// Randomness (bucket-refresh keys), seeded: the simulator passes its seed so a run repeats;
     /// a node seeds from the system's generator.
@@ -271,8 +274,15 @@ public struct KademliaBehaviour: Sendable {
         let id = QueryID(raw: nextQuery)
         nextQuery += 1
         let seeds = routingTable.closest(to: target, count: configuration.lookup.k).map { ($0.peer, $0.addresses) }
-        var q = Query(kind: kind, lookup: Lookup(target: target, seeds: seeds, local: local, configuration: configuration.lookup),
+        let needed: Int
+        switch kind {
+        case .findNode, .refresh: needed = configuration.lookup.beta
+        case .getValue, .getProviders, .putValue, .addProvider: needed = configuration.lookup.k
+        }
+        var q = Query(kind: kind, lookup: Lookup(target: target, seeds: seeds, local: local, configuration: configuration.lookup,
+                                                 answersNeeded: needed),
                       stats: QueryStats(started: now))
+        q.lookup.timeouts = timeouts
         let first = q.lookup.start(now: now)
         queries[id] = q
         q = queries[id]!
@@ -370,6 +380,8 @@ public struct KademliaBehaviour: Sendable {
             return out
         }
         guard let response else { return requestFailed(id, peer: peer, unreachable: false, now: now) }
+        if let sent = q.lookup.sentAt(peer) { rtt.sample(now.timeIntervalSince(sent)) }
+        q.lookup.timeouts = timeouts
         // A peer that answers is a DHT server: it belongs in the routing table.
         let addrs = q.lookup.candidates.first { $0.peer == peer }?.addresses ?? []
         out += peerSeen(peer, addresses: addrs, now: now)
@@ -409,6 +421,7 @@ public struct KademliaBehaviour: Sendable {
             queries[id] = q
             return storing.outstanding.isEmpty ? [finish(id, now)] : []
         }
+        q.lookup.timeouts = timeouts
         let actions = q.lookup.failed(peer, now: now)
         queries[id] = q
         return process(id, actions, now)
@@ -417,22 +430,41 @@ public struct KademliaBehaviour: Sendable {
     /// Time passes: request timeouts and bucket refresh.
     public mutating func tick(now: Date) -> [KadAction] {
         var out: [KadAction] = []
-        for id in Array(queries.keys) {
+        // In query order: a dictionary's order differs between instances, and the simulator
+        // must repeat exactly for one seed.
+        for id in queries.keys.sorted(by: { $0.raw < $1.raw }) {
             guard var q = queries[id] else { continue }
             if var storing = q.storing {
-                let late = storing.outstanding.filter { now.timeIntervalSince($0.value) >= configuration.lookup.requestTimeout }
+                let late = storing.outstanding.filter { now.timeIntervalSince($0.value) >= timeouts.hard }
                 for (p, _) in late { storing.outstanding[p] = nil; q.stats.failures += 1 }
                 q.storing = storing
                 queries[id] = q
                 if storing.outstanding.isEmpty { out.append(finish(id, now)) }
                 continue
             }
+            q.lookup.timeouts = timeouts
             let actions = q.lookup.tick(now: now)
             queries[id] = q
             out += process(id, actions, now)
         }
         out += refreshBuckets(now: now, force: false)
         return out
+    }
+
+    /// The next time `tick` has work for a query (a request's soft or hard timeout); the owner
+    /// ticks then (the bucket refresh only needs its periodic tick).
+    public func nextDeadline(after now: Date) -> Date? {
+        var next: Date?
+        for q in queries.values {
+            var d: Date?
+            if let storing = q.storing {
+                d = storing.outstanding.values.min().map { $0.addingTimeInterval(timeouts.hard) }
+            } else {
+                d = q.lookup.nextDeadline(after: now)
+            }
+            if let d, next == nil || d < next! { next = d }
+        }
+        return next
     }
 
     private mutating func refreshBuckets(now: Date, force: Bool) -> [KadAction] {

@@ -1,16 +1,71 @@
 import Foundation
 
+/// Round trips of DHT requests, smoothed as TCP does (RFC 6298: SRTT and RTTVAR): it sets how
+/// long a lookup waits on one request before it stops counting on it.
+public struct RTTEstimator: Sendable, Equatable {
+    public private(set) var srtt: TimeInterval?
+    public private(set) var rttvar: TimeInterval = 0
+    public private(set) var samples = 0
+
+    public init() {}
+
+    public mutating func sample(_ rtt: TimeInterval) {
+        guard rtt >= 0 else { return }
+        samples += 1
+        guard let s = srtt else {
+            srtt = rtt
+            rttvar = rtt / 2
+            return
+        }
+        rttvar = 0.75 * rttvar + 0.25 * abs(s - rtt)
+        srtt = 0.875 * s + 0.125 * rtt
+    }
+
+    /// The soft and hard timeouts for the next requests, within the configuration's bounds.
+    public func timeouts(_ c: Lookup.Configuration) -> Lookup.Timeouts {
+        guard c.adaptiveTimeouts else { return Lookup.Timeouts(soft: c.requestTimeout, hard: c.requestTimeout) }
+        guard let srtt else { return Lookup.Timeouts(soft: c.maxSoftTimeout, hard: c.requestTimeout) }
+        let soft = min(max(srtt + 2 * rttvar, c.minSoftTimeout), c.maxSoftTimeout)
+        let hard = min(max(srtt + 4 * rttvar, c.minHardTimeout), c.requestTimeout)
+        return Lookup.Timeouts(soft: soft, hard: max(soft, hard))
+    }
+}
+
 /// An iterative Kademlia lookup as a sans-I/O state machine: it asks for the peers closest to a
-/// target, α requests at a time, each with a timeout, and ends when the k closest peers it knows
-/// have all answered. The owner sends the queries and reports answers, failures and the time.
+/// target, α requests at a time, and ends when the k closest peers it knows that answer in time
+/// have all answered. A request older than the soft timeout stops taking one of the α slots and
+/// stops counting among the k closest (its answer still counts while the lookup runs), so a dead
+/// peer does not hold the lookup up; one older than the hard timeout has failed. The owner sends the queries and reports answers, failures and the time
+/// (`tick` at `nextDeadline`).
 public struct Lookup: Sendable {
     public struct Configuration: Sendable {
         public var alpha = 3
         public var k = 20
+        /// How many of the closest peers must answer before a lookup that only looks for peers
+        /// (FIND_NODE) ends: go-libp2p-kad-dht's resiliency β. Lookups that store (PUT_VALUE,
+        /// ADD_PROVIDER) or collect (GET_VALUE, GET_PROVIDERS) wait for the k closest.
+        public var beta = 3
+        /// The longest a request may take (and the timeout while no round trip was measured).
         public var requestTimeout: TimeInterval = 10
+        /// Timeouts from measured round trips (`RTTEstimator`) within these bounds; off, every
+        /// request has `requestTimeout` for both.
+        public var adaptiveTimeouts = true
+        public var minSoftTimeout: TimeInterval = 0.25
+        public var maxSoftTimeout: TimeInterval = 1
+        public var minHardTimeout: TimeInterval = 0.75
         /// Candidates kept at most (the farthest are dropped): bounds memory against floods.
         public var maxCandidates = 200
         public init() {}
+    }
+
+    /// After `soft` a request no longer takes an α slot; after `hard` it has failed.
+    public struct Timeouts: Sendable, Equatable {
+        public var soft: TimeInterval
+        public var hard: TimeInterval
+        public init(soft: TimeInterval, hard: TimeInterval) {
+            self.soft = soft
+            self.hard = hard
+        }
     }
 
     public enum State: Sendable, Equatable { case waiting, inFlight(since: Date), responded, failed }
@@ -31,15 +86,22 @@ public struct Lookup: Sendable {
 
     public let target: DHTKey
     public let configuration: Configuration
+    /// The closest peers that must have answered before the lookup ends (β or k).
+    public let answersNeeded: Int
     let local: PeerID?
     public private(set) var candidates: [Candidate] = []  // nearest first
     public private(set) var isFinished = false
     public private(set) var queriesSent = 0
+    /// Set by the owner before each call (from its `RTTEstimator`); fixed ones by default.
+    public var timeouts: Timeouts
 
-    public init(target: DHTKey, seeds: [(PeerID, [Multiaddr])], local: PeerID? = nil, configuration: Configuration = Configuration()) {
+    public init(target: DHTKey, seeds: [(PeerID, [Multiaddr])], local: PeerID? = nil, configuration: Configuration = Configuration(),
+                answersNeeded: Int? = nil) {
         self.target = target
         self.configuration = configuration
+        self.answersNeeded = min(max(answersNeeded ?? configuration.k, 1), configuration.k)
         self.local = local
+        self.timeouts = Timeouts(soft: configuration.requestTimeout, hard: configuration.requestTimeout)
         for (p, a) in seeds { insert(p, a, hop: 1) }
     }
 
@@ -63,6 +125,26 @@ public struct Lookup: Sendable {
 
     public var inFlightCount: Int { candidates.lazy.filter { if case .inFlight = $0.state { return true }; return false }.count }
 
+    /// When the request to `peer` was sent, while it is in flight (its round trip, once answered).
+    public func sentAt(_ peer: PeerID) -> Date? {
+        guard let c = candidates.first(where: { $0.peer == peer }), case .inFlight(let since) = c.state else { return nil }
+        return since
+    }
+
+    /// The next time after `now` that `tick` has something to do: a request reaching its soft
+    /// timeout (a slot frees) or its hard one (it fails).
+    public func nextDeadline(after now: Date) -> Date? {
+        guard !isFinished else { return nil }
+        var next: Date?
+        for c in candidates {
+            guard case .inFlight(let since) = c.state else { continue }
+            let soft = since.addingTimeInterval(timeouts.soft)
+            let d = soft > now ? soft : since.addingTimeInterval(timeouts.hard)
+            if next == nil || d < next! { next = d }
+        }
+        return next
+    }
+
     public mutating func start(now: Date = Date()) -> [Action] { advance(now) }
 
     /// `peer` answered with `closer` peers.
@@ -85,7 +167,7 @@ public struct Lookup: Sendable {
     /// Time passes: requests past their timeout count as failed.
     public mutating func tick(now: Date) -> [Action] {
         for i in candidates.indices {
-            if case .inFlight(let since) = candidates[i].state, now.timeIntervalSince(since) >= configuration.requestTimeout {
+            if case .inFlight(let since) = candidates[i].state, now.timeIntervalSince(since) >= timeouts.hard {
                 candidates[i].state = .failed
             }
         }
@@ -97,32 +179,47 @@ public struct Lookup: Sendable {
 
     private mutating func advance(_ now: Date) -> [Action] {
         guard !isFinished else { return [] }
-        var actions: [Action] = []
-        var inFlight = inFlightCount
-        var seen = 0
-        var allAnswered = true
-        for i in candidates.indices {
-            if candidates[i].state == .failed { continue }
-            seen += 1
-            if seen > configuration.k { break }
-            switch candidates[i].state {
-            case .waiting:
-                allAnswered = false
-                if inFlight < configuration.alpha {
-                    candidates[i].state = .inFlight(since: now)
-                    inFlight += 1
-                    queriesSent += 1
-                    actions.append(.query(candidates[i].peer, candidates[i].addresses))
-                }
-            case .inFlight:
-                allAnswered = false
-            default:
-                break
+        let soft = timeouts.soft
+        func counts(_ c: Candidate) -> Bool {
+            // Failed peers, and requests past their soft timeout, are not among the peers the
+            // lookup waits for (a late answer is still taken while it runs).
+            switch c.state {
+            case .failed: return false
+            case .inFlight(let since): return now.timeIntervalSince(since) < soft
+            default: return true
             }
         }
-        if allAnswered && inFlight == 0 {
+        // Done when the closest `answersNeeded` peers that count have all answered.
+        var needed = 0
+        var allAnswered = true
+        for c in candidates where counts(c) {
+            needed += 1
+            if needed > answersNeeded { break }
+            if c.state != .responded { allAnswered = false; break }
+        }
+        // Too few peers count: wait for the slow ones still in flight rather than end empty-handed
+        // (a lone bootstrap peer on a slow link).
+        if allAnswered && needed < answersNeeded && inFlightCount > 0 { allAnswered = false }
+        if allAnswered {
             isFinished = true
-            actions.append(.finished)
+            return [.finished]
+        }
+        // Keep α requests useful: those past their soft timeout no longer take a slot.
+        var inFlight = candidates.lazy.filter {
+            if case .inFlight(let since) = $0.state { return now.timeIntervalSince(since) < soft }
+            return false
+        }.count
+        var actions: [Action] = []
+        var seen = 0
+        for i in candidates.indices where counts(candidates[i]) {
+            seen += 1
+            if seen > configuration.k || inFlight >= configuration.alpha { break }
+            if candidates[i].state == .waiting {
+                candidates[i].state = .inFlight(since: now)
+                inFlight += 1
+                queriesSent += 1
+                actions.append(.query(candidates[i].peer, candidates[i].addresses))
+            }
         }
         return actions
     }

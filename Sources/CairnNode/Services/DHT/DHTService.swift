@@ -159,7 +159,14 @@ public final class DHTService: @unchecked Sendable, PeerRouting {
             let clock = self?.now ?? { Date() }
             var lastSweep = clock(), lastSnapshot = clock()
             while !Task.isCancelled {
-                try? await Task.sleep(for: self?.configuration.tickInterval ?? .seconds(1))
+                // Every tickInterval, and sooner when a lookup has a deadline (a request's soft or
+                // hard timeout, from measured round trips: often well under a second).
+                var wait = self?.configuration.tickInterval ?? .seconds(1)
+                if let self, let next = self.behaviour.withLockedValue({ $0.nextDeadline(after: clock()) }) {
+                    let until = Duration.milliseconds(Int64(max(0.01, next.timeIntervalSince(clock())) * 1000))
+                    if until < wait { wait = until }
+                }
+                try? await Task.sleep(for: wait)
                 guard let self else { return }
                 let now = self.now()
                 self.perform(self.behaviour.withLockedValue { $0.tick(now: now) })
