@@ -38,7 +38,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Soak: seconds between samples of every node.") var soakSampleEvery: Double = 15
     @Option(help: "Soak: write the summary and every sample here (JSON).") var soakOut: String?
 
+    @Option(help: "Only the DHT churn benchmark: this many `cairn node` processes, a fraction killed with SIGKILL, lookups timed from the survivors (0 skips).")
+    var dhtChurn = 0
+    @Option(help: "DHT churn: fraction of the nodes killed.") var dhtChurnFraction = 0.3
+    @Option(help: "DHT churn: lookups of each kind.") var dhtChurnLookups = 100
+
     func run() async throws {
+        if dhtChurn > 0 {
+            let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
+            let r = try await DHTChurnBench(cairn: cairn, nodes: max(dhtChurn, 4), fraction: dhtChurnFraction, lookups: dhtChurnLookups).run()
+            print(String(decoding: try JSONSerialization.data(withJSONObject: ["dht_churn": r], options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
         if soak > 0 {
             let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
             let r = try await Soak(cairn: cairn, seconds: soak, nodes: max(soakNodes, 3), churnEvery: soakChurnEvery,
