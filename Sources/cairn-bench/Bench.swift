@@ -42,11 +42,14 @@ struct Bench: AsyncParsableCommand {
     var dhtChurn = 0
     @Option(help: "DHT churn: fraction of the nodes killed.") var dhtChurnFraction = 0.3
     @Option(help: "DHT churn: lookups of each kind.") var dhtChurnLookups = 100
+    @Flag(help: "DHT churn: SIGSTOP the nodes instead of killing them (silently gone: connections stall instead of being refused).")
+    var dhtChurnSilent = false
 
     func run() async throws {
         if dhtChurn > 0 {
             let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
-            let r = try await DHTChurnBench(cairn: cairn, nodes: max(dhtChurn, 4), fraction: dhtChurnFraction, lookups: dhtChurnLookups).run()
+            let r = try await DHTChurnBench(cairn: cairn, nodes: max(dhtChurn, 4), fraction: dhtChurnFraction, lookups: dhtChurnLookups,
+                                    silent: dhtChurnSilent).run()
             print(String(decoding: try JSONSerialization.data(withJSONObject: ["dht_churn": r], options: [.sortedKeys]), as: UTF8.self))
             return
         }

@@ -9,7 +9,8 @@ import Glibc
 
 /// DHT lookups over real sockets with part of the network gone (`cairn-bench --dht-churn N`): N
 /// `cairn node` processes on 127.0.0.x (the soak's mesh, without its traffic) join and publish
-/// their presence; then `kill -9` of `fraction` of them (never the bootstrap peer), and lookups
+/// their presence; then `kill -9` (or SIGSTOP: silently gone) of `fraction` of them (never the
+/// bootstrap peer), and lookups
 /// timed in wall-clock time from the survivors through their control APIs: `resolve` (the
 /// presence record of a live peer: GET_VALUE, then peer routing — what `cairn dial` does first)
 /// and `providers` of a key nobody provides (a GET_PROVIDERS walk to the key's k closest).
@@ -18,6 +19,10 @@ struct DHTChurnBench {
     let nodes: Int
     let fraction: Double
     let lookups: Int
+    /// SIGSTOP instead of SIGKILL: the kernel still completes TCP handshakes into the stopped
+    /// process's backlog but nothing ever answers, as with a peer that vanished behind a NAT
+    /// (a killed process's port refuses at once, which loopback makes too easy).
+    let silent: Bool
 
     func run() async throws -> [String: Any] {
         let soak = Soak(cairn: cairn, seconds: 0, nodes: nodes, churnEvery: 0, sampleEvery: 0, out: nil)
@@ -31,10 +36,13 @@ struct DHTChurnBench {
         try await Task.sleep(for: .seconds(10))
         var rng = SystemRandomNumberGenerator()
         let victims = Array(members.dropFirst().shuffled(using: &rng).prefix(Int(Double(nodes) * fraction)))
-        for v in victims { soak.stop(v, kill: true) }
+        for v in victims {
+            if silent { Glibc.kill(v.pid, SIGSTOP) } else { soak.stop(v, kill: true) }
+        }
+        defer { if silent { for v in victims { Glibc.kill(v.pid, SIGCONT) } } }
         let alive = members.filter { m in !victims.contains { $0 === m } }
-        print("dht-churn: killed \(victims.count) with SIGKILL; \(alive.count) left; \(lookups) lookups of each kind")
-        var results: [String: Any] = ["nodes": nodes, "killed": victims.count]
+        print("dht-churn: \(silent ? "stopped" : "killed") \(victims.count) with \(silent ? "SIGSTOP" : "SIGKILL"); \(alive.count) left; \(lookups) lookups of each kind")
+        var results: [String: Any] = ["nodes": nodes, "gone": victims.count, "how": silent ? "SIGSTOP" : "SIGKILL"]
         for kind in ["resolve", "providers"] {
             var times: [Double] = []
             var failures = 0
