@@ -28,9 +28,7 @@ struct DHTChurnBench {
         let soak = Soak(cairn: cairn, seconds: 0, nodes: nodes, churnEvery: 0, sampleEvery: 0, out: nil)
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-dht-churn-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
-        let members = (0..<nodes).map { Soak.Member(index: $0, ip: "127.0.0.\(10 + $0)", dataDir: root.appendingPathComponent("n\($0)")) }
-        try soak.start(members[0], bootstrap: nil)
-        for m in members.dropFirst() { try soak.start(m, bootstrap: members[0].address) }
+        let members = try soak.startMesh(in: root)
         defer { for m in members { m.process?.terminate(); m.process?.waitUntilExit() } }
         print("dht-churn: \(nodes) nodes up; letting them join and publish presence")
         try await Task.sleep(for: .seconds(10))

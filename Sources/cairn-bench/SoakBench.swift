@@ -58,9 +58,7 @@ struct Soak {
     func run() async throws -> [String: Any] {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-soak-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
-        let members = (0..<nodes).map { Member(index: $0, ip: "127.0.0.\(10 + $0)", dataDir: root.appendingPathComponent("n\($0)")) }
-        try start(members[0], bootstrap: nil)
-        for m in members.dropFirst() { try start(m, bootstrap: members[0].address) }
+        let members = try startMesh(in: root)
         defer { for m in members { m.process?.terminate(); m.process?.waitUntilExit() } }
         print("soak: \(nodes) nodes up; running \(Int(seconds)) s (churn every \(Int(churnEvery)) s, samples every \(Int(sampleEvery)) s)")
         try await Task.sleep(for: .seconds(5))  // joins and first presence records
@@ -155,6 +153,15 @@ struct Soak {
     }
 
     // MARK: Processes
+
+    /// Starts `nodes` nodes with their data directories under `root`, node i on 127.0.0.(10+i):
+    /// node 0 first (the bootstrap peer and relay), then the others joining through it.
+    func startMesh(in root: URL) throws -> [Member] {
+        let members = (0..<nodes).map { Member(index: $0, ip: "127.0.0.\(10 + $0)", dataDir: root.appendingPathComponent("n\($0)")) }
+        try start(members[0], bootstrap: nil)
+        for m in members.dropFirst() { try start(m, bootstrap: members[0].address) }
+        return members
+    }
 
     func start(_ m: Member, bootstrap: String?) throws {
         try FileManager.default.createDirectory(at: m.dataDir, withIntermediateDirectories: true)
