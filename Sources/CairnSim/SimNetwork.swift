@@ -44,6 +44,9 @@ public final class SimNetwork {
     public let configuration: Configuration
     public private(set) var nodes: [Node] = []
     public private(set) var ids: [PeerID] = []
+    /// Each node's address list, made once: every table entry and message shares it (the
+    /// simulator's memory is mostly routing-table entries).
+    var addressLists: [[Multiaddr]] = []
     var index: [PeerID: Int] = [:]
     var queue = BinaryHeap<Event>()
     var seq: UInt64 = 0
@@ -78,6 +81,7 @@ public final class SimNetwork {
         var b = KademliaBehaviour(local: key.peerID, store: InMemoryDHTStore(), configuration: configuration.kademlia, now: now,
                                   randomSeed: rng.next())
         b.localAddresses = [Self.address(i)]
+        addressLists.append(b.localAddresses)
         nodes.append(Node(behaviour: b))
         ids.append(key.peerID)
         index[key.peerID] = i
@@ -129,8 +133,8 @@ public final class SimNetwork {
             messagesDelivered += 1
             guard nodes[to].online else { schedule(configuration.kademlia.lookup.requestTimeout, .failure(to: from, peer: to, q)); return }
             // A server learns of a requester only through identify in reality; here every node is a server.
-            perform(to, nodes[to].behaviour.peerSeen(ids[from], addresses: [Self.address(from)], now: now))
-            let response = nodes[to].behaviour.handleRequest(msg, from: ids[from], addresses: [Self.address(from)], now: now)
+            perform(to, nodes[to].behaviour.peerSeen(ids[from], addresses: addressLists[from], now: now))
+            let response = nodes[to].behaviour.handleRequest(msg, from: ids[from], addresses: addressLists[from], now: now)
             switch response {
             case .respond(let m):
                 if rng.nextDouble() < configuration.loss {
@@ -176,16 +180,44 @@ public final class SimNetwork {
 
     /// Node `i` joins through node `via`: it learns `via`, looks itself up and refreshes buckets.
     public func join(_ i: Int, via: Int) {
-        perform(i, nodes[i].behaviour.peerSeen(ids[via], addresses: [Self.address(via)], now: now))
-        perform(i, nodes[i].behaviour.bootstrap(now: now))
-        run { nodes[i].behaviour.activeQueries == 0 }
-        finished[i] = nil
+        join(wave: [(i, via)])
     }
 
-    /// Builds a network of `count` nodes, each joining through a random earlier one.
-    public func build(count: Int) {
+    /// The nodes of one wave join at the same time, each through its own earlier node; runs
+    /// until every one of them has finished its lookups.
+    func join(wave: [(node: Int, via: Int)]) {
+        for (i, via) in wave {
+            perform(i, nodes[i].behaviour.peerSeen(ids[via], addresses: addressLists[via], now: now))
+            perform(i, nodes[i].behaviour.bootstrap(now: now))
+        }
+        // Checked every event for one node, every 256 events for a wave (a wave's check walks
+        // the nodes still joining).
+        let every = wave.count == 1 ? 1 : 256
+        var waiting = wave.map(\.node)
+        var events = 0
+        run {
+            events += 1
+            guard events % every == 0 || events == 1 else { return false }
+            waiting.removeAll { nodes[$0].behaviour.activeQueries == 0 }
+            return waiting.isEmpty
+        }
+        for (i, _) in wave { finished[i] = nil }
+    }
+
+    /// Builds a network of `count` nodes, each joining through a random earlier one. Nodes join
+    /// in waves that grow with the network (`growth` × the nodes already in it, at least one):
+    /// a real network grows by many joins at once, and it keeps the build's virtual time (and so
+    /// the periodic bucket refreshes every joined node runs) to about log(count) / growth waves
+    /// instead of one join after another.
+    public func build(count: Int, growth: Double = 0.02) {
         for _ in 0..<count { addNode() }
-        for i in 1..<count { join(i, via: Int(rng.next() % UInt64(i))) }
+        var joined = 1
+        while joined < count {
+            let size = min(count - joined, max(1, Int(Double(joined) * growth)))
+            let wave = (joined..<(joined + size)).map { ($0, Int(rng.next() % UInt64(joined))) }
+            join(wave: wave)
+            joined += size
+        }
         // The first node learns the network from a lookup of its own.
         if count > 1 { join(0, via: 1) }
     }

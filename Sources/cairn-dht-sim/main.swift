@@ -18,6 +18,7 @@ struct DHTSim: ParsableCommand {
     @Flag(help: "Fixed timeouts (every request waits --timeout) instead of ones from measured round trips.") var fixedTimeouts = false
     @Option(help: "Closest peers that must answer before a FIND_NODE lookup ends (β; 20 = all k).") var beta = 3
     @Option(help: "Requests in flight per lookup (α).") var alpha = 3
+    @Option(help: "Build: each wave of concurrent joins is this fraction of the nodes already joined (0 = one join at a time).") var growth = 0.02
 
     func run() throws {
         var config = SimNetwork.Configuration()
@@ -32,7 +33,7 @@ struct DHTSim: ParsableCommand {
         let wall = ContinuousClock()
         let t0 = wall.now
         let net = SimNetwork(configuration: config)
-        net.build(count: nodes)
+        net.build(count: nodes, growth: growth)
         let buildTime = wall.now - t0
         _ = net.churn(fraction: churn)
         var ok = 0
@@ -54,7 +55,7 @@ struct DHTSim: ParsableCommand {
         func pctD(_ a: [Double], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
         func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         let result: [String: Any] = [
-            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
+            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "growth": growth, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
             "success_rate": Double(ok) / Double(max(1, lookups)),
             "hops_median": pct(hops, 0.5), "hops_p99": pct(hops, 0.99),
             "messages_per_lookup_mean": Double(messages.reduce(0, +)) / Double(max(1, messages.count)),

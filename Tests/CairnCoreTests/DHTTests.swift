@@ -78,6 +78,36 @@ final class RoutingTableTests: XCTestCase {
         XCTAssertEqual(t.allEntries.filter { $0.addresses == self.addr(9, 9, 9) }.count, 10)
     }
 
+    /// The table-wide count per /24 is kept as entries come and go: a removal or a change of
+    /// address makes room for another peer of that /24, and a peer moving into a full /24 is
+    /// counted there.
+    func testTableWideDiversityCountFollowsRemovalsAndAddressChanges() {
+        var t = RoutingTable(local: local)
+        var inGroup: [PeerID] = []
+        var rest = peers(600)[...]
+        while inGroup.count < 10, let p = rest.popFirst() {
+            if t.update(p, addresses: addr(9, 9, 9)) == .added { inGroup.append(p) }
+        }
+        XCTAssertEqual(inGroup.count, 10)
+        // An 11th, in a bucket holding none of the ten (so the per-bucket limit is not what
+        // refuses it), is refused by the table-wide limit.
+        func bucket(_ p: PeerID) -> Int { DHTKey(peer: local).commonPrefixLength(with: DHTKey(peer: p)) }
+        let used = Set(inGroup.map(bucket))
+        let refused = rest.first { !used.contains(bucket($0)) }
+        let candidate = try! XCTUnwrap(refused)
+        XCTAssertEqual(t.update(candidate, addresses: addr(9, 9, 9)), .rejectedDiversity)
+        // One of the ten leaves: the candidate gets in.
+        t.remove(inGroup[0])
+        XCTAssertEqual(t.update(candidate, addresses: addr(9, 9, 9)), .added)
+        XCTAssertEqual(t.update(inGroup[0], addresses: addr(9, 9, 9)), .rejectedDiversity)
+        // One moves to another /24: room again.
+        XCTAssertEqual(t.update(inGroup[1], addresses: addr(8, 8, 8)), .updated)
+        XCTAssertEqual(t.entry(inGroup[1])?.addresses, addr(8, 8, 8))
+        XCTAssertEqual(t.update(inGroup[0], addresses: addr(9, 9, 9)), .added)
+        XCTAssertEqual(t.allEntries.filter { $0.addresses == self.addr(9, 9, 9) }.count, 10)
+        XCTAssertEqual(t.count, t.allEntries.count)
+    }
+
     func testClosestMatchesBruteForce() {
         var config = RoutingTable.Configuration()
         config.maxPerGroupPerTable = nil

@@ -4,17 +4,19 @@ import Foundation
 /// (or IPv6 /48) of its first IP address. Loopback addresses are exempt (a local mesh or test
 /// shares 127.0.0.0/24 and has no Sybil to fear from the wider network).
 public struct NetworkGroup: Hashable, Sendable {
-    let prefix: [UInt8]
+    /// The family (4 or 6) in the top byte, then the prefix's bytes: no allocation, cheap to
+    /// compare and to count in a table.
+    let packed: UInt64
 
     public init?(_ addrs: [Multiaddr]) {
         for a in addrs {
             switch a.components.first {
             case .ip4(let b)?:
                 if b[0] == 127 { return nil }
-                self.prefix = Array(b.prefix(3)); return
+                self.packed = 4 << 56 | UInt64(b[0]) << 16 | UInt64(b[1]) << 8 | UInt64(b[2]); return
             case .ip6(let b)?:
                 if b == [UInt8](repeating: 0, count: 15) + [1] { return nil }
-                self.prefix = Array(b.prefix(6)); return
+                self.packed = b[0..<6].reduce(UInt64(6)) { $0 << 8 | UInt64($1) }; return
             default: continue
             }
         }
@@ -39,9 +41,23 @@ public struct RoutingTable: Sendable {
     public struct Entry: Sendable, Equatable {
         public let peer: PeerID
         public let key: DHTKey
-        public var addresses: [Multiaddr]
+        public private(set) var addresses: [Multiaddr]
         public var lastSeen: Date
-        var group: NetworkGroup? { NetworkGroup(addresses) }
+        /// Computed once per change of addresses (the diversity limit reads it on every update).
+        private(set) var group: NetworkGroup?
+
+        init(peer: PeerID, key: DHTKey, addresses: [Multiaddr], lastSeen: Date) {
+            self.peer = peer
+            self.key = key
+            self.addresses = addresses
+            self.lastSeen = lastSeen
+            self.group = NetworkGroup(addresses)
+        }
+
+        mutating func setAddresses(_ a: [Multiaddr]) {
+            addresses = a
+            group = NetworkGroup(a)
+        }
     }
 
     public enum UpdateResult: Sendable, Equatable {
@@ -63,51 +79,79 @@ public struct RoutingTable: Sendable {
 
     public let localKey: DHTKey
     public let configuration: Configuration
+    /// Buckets 0...n; the deeper ones (all empty) are not stored: a table holds about
+    /// log2(network / k) + 1 buckets, not 256 (the simulator keeps 100,000 tables).
     var buckets: [Bucket]
+    /// When the table was made: the last refresh of a bucket not stored yet.
+    let created: Date
+    /// Entries per network group over the whole table (for `maxPerGroupPerTable`).
+    var groupCounts: [NetworkGroup: Int] = [:]
+    public private(set) var count = 0
 
     public init(local: PeerID, configuration: Configuration = Configuration(), now: Date = Date()) {
         self.localKey = DHTKey(peer: local)
         self.configuration = configuration
-        self.buckets = Array(repeating: Bucket(lastRefreshed: now), count: 256)
+        self.created = now
+        self.buckets = [Bucket(lastRefreshed: now)]
     }
 
-    public var count: Int { buckets.reduce(0) { $0 + $1.entries.count } }
     public var allEntries: [Entry] { buckets.flatMap { $0.entries } }
 
     func bucketIndex(_ key: DHTKey) -> Int { min(255, localKey.commonPrefixLength(with: key)) }
 
-    public func contains(_ peer: PeerID) -> Bool {
-        let i = bucketIndex(DHTKey(peer: peer))
-        return buckets[i].entries.contains { $0.peer == peer }
+    /// Stores buckets up to `i`.
+    mutating func ensureBucket(_ i: Int) {
+        while buckets.count <= i { buckets.append(Bucket(lastRefreshed: created)) }
     }
 
+    func lastRefreshed(_ i: Int) -> Date { i < buckets.count ? buckets[i].lastRefreshed : created }
+
+    public func contains(_ peer: PeerID) -> Bool { entry(peer) != nil }
+
     public func entry(_ peer: PeerID) -> Entry? {
-        buckets[bucketIndex(DHTKey(peer: peer))].entries.first { $0.peer == peer }
+        let i = bucketIndex(DHTKey(peer: peer))
+        return i < buckets.count ? buckets[i].entries.first { $0.peer == peer } : nil
     }
 
     private func groupCount(_ g: NetworkGroup, in entries: [Entry]) -> Int { entries.lazy.filter { $0.group == g }.count }
+    private func tableGroupCount(_ g: NetworkGroup) -> Int { groupCounts[g] ?? 0 }
+
+    /// Bookkeeping of an entry entering (+1) or leaving (-1) the table.
+    private mutating func counted(_ e: Entry, _ delta: Int) {
+        count += delta
+        guard let g = e.group else { return }
+        let n = (groupCounts[g] ?? 0) + delta
+        groupCounts[g] = n > 0 ? n : nil
+    }
 
     /// A peer was seen (it answered, or it queried us as a DHT server).
     public mutating func update(_ peer: PeerID, addresses: [Multiaddr], now: Date = Date()) -> UpdateResult {
         let key = DHTKey(peer: peer)
         guard key != localKey else { return .rejectedSelf }
         let i = bucketIndex(key)
+        ensureBucket(i)
         var b = buckets[i]
+        buckets[i] = Bucket(lastRefreshed: b.lastRefreshed)  // b is the only reference while it changes
         defer { buckets[i] = b }
         if let j = b.entries.firstIndex(where: { $0.peer == peer }) {
             var e = b.entries.remove(at: j)
             e.lastSeen = now
-            if !addresses.isEmpty { e.addresses = addresses }
+            if !addresses.isEmpty && addresses != e.addresses {
+                counted(e, -1)
+                e.setAddresses(addresses)
+                counted(e, 1)
+            }
             b.entries.append(e)
             return .updated
         }
         let entry = Entry(peer: peer, key: key, addresses: addresses, lastSeen: now)
         if let g = entry.group {
             if let m = configuration.maxPerGroupPerBucket, groupCount(g, in: b.entries) >= m { return .rejectedDiversity }
-            if let m = configuration.maxPerGroupPerTable, groupCount(g, in: allEntries) >= m { return .rejectedDiversity }
+            if let m = configuration.maxPerGroupPerTable, tableGroupCount(g) >= m { return .rejectedDiversity }
         }
         if b.entries.count < configuration.k {
             b.entries.append(entry)
+            counted(entry, 1)
             return .added
         }
         b.replacements.removeAll { $0.peer == peer }
@@ -123,7 +167,7 @@ public struct RoutingTable: Sendable {
     @discardableResult
     public mutating func livenessChecked(_ peer: PeerID, alive: Bool, now: Date = Date()) -> PeerID? {
         let i = bucketIndex(DHTKey(peer: peer))
-        if buckets[i].pendingCheck == peer { buckets[i].pendingCheck = nil }
+        if i < buckets.count, buckets[i].pendingCheck == peer { buckets[i].pendingCheck = nil }
         if alive {
             _ = update(peer, addresses: [], now: now)
             return nil
@@ -135,15 +179,17 @@ public struct RoutingTable: Sendable {
     @discardableResult
     public mutating func remove(_ peer: PeerID) -> PeerID? {
         let i = bucketIndex(DHTKey(peer: peer))
+        guard i < buckets.count else { return nil }
         guard let j = buckets[i].entries.firstIndex(where: { $0.peer == peer }) else {
             buckets[i].replacements.removeAll { $0.peer == peer }
             return nil
         }
-        buckets[i].entries.remove(at: j)
+        counted(buckets[i].entries.remove(at: j), -1)
         while let r = buckets[i].replacements.popLast() {
-            if let g = r.group, let m = configuration.maxPerGroupPerTable, groupCount(g, in: allEntries) >= m { continue }
+            if let g = r.group, let m = configuration.maxPerGroupPerTable, tableGroupCount(g) >= m { continue }
             if let g = r.group, let m = configuration.maxPerGroupPerBucket, groupCount(g, in: buckets[i].entries) >= m { continue }
             buckets[i].entries.append(r)
+            counted(r, 1)
             return r.peer
         }
         return nil
@@ -151,21 +197,25 @@ public struct RoutingTable: Sendable {
 
     /// The `count` known peers closest to `key`, nearest first.
     public func closest(to key: DHTKey, count: Int) -> [Entry] {
-        var scored: [(DHTKey, Entry)] = []
+        // Distances with the entry's position (no reference counting while sorting).
+        var scored: [(distance: DHTKey, bucket: Int32, index: Int32)] = []
         scored.reserveCapacity(self.count)
-        for b in buckets where !b.entries.isEmpty {
-            for e in b.entries { scored.append((e.key.distance(to: key), e)) }
+        for (i, b) in buckets.enumerated() {
+            for (j, e) in b.entries.enumerated() { scored.append((e.key.distance(to: key), Int32(i), Int32(j))) }
         }
-        scored.sort { $0.0 < $1.0 }
-        return scored.prefix(count).map { $0.1 }
+        scored.sort { $0.distance < $1.distance }
+        return scored.prefix(count).map { buckets[Int($0.bucket)].entries[Int($0.index)] }
     }
 
     /// Buckets (by index) not refreshed for `interval`, up to the deepest non-empty one.
     public func bucketsNeedingRefresh(now: Date, interval: TimeInterval) -> [Int] {
         let deepest = buckets.lastIndex { !$0.entries.isEmpty } ?? 0
-        return (0...min(255, deepest + 1)).filter { now.timeIntervalSince(buckets[$0].lastRefreshed) >= interval }
+        return (0...min(255, deepest + 1)).filter { now.timeIntervalSince(lastRefreshed($0)) >= interval }
     }
 
-    public mutating func markRefreshed(bucket i: Int, now: Date) { buckets[i].lastRefreshed = now }
+    public mutating func markRefreshed(bucket i: Int, now: Date) {
+        ensureBucket(i)
+        buckets[i].lastRefreshed = now
+    }
 
 }
