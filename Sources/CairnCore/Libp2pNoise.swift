@@ -16,8 +16,21 @@ public struct NoiseFrameDecoder: Sendable {
     }
 
     public mutating func append(_ bytes: ByteBuffer) {
+        // Nothing pending (the usual case): keep the received buffer itself, no copy.
+        if buffer.readableBytes == 0 { buffer = bytes; return }
+        if buffer.readerIndex > 65536 { buffer.discardReadBytes() }
         var bytes = bytes
         buffer.writeBuffer(&bytes)
+    }
+
+    /// The next complete frame as a slice of the received bytes (no copy), or nil when more
+    /// bytes are needed.
+    public mutating func nextSlice() throws(NoiseError) -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return nil }
+        guard Int(length) <= maxFrameLength else { throw .frameTooLarge(Int(length)) }
+        guard buffer.readableBytes >= 2 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 2)
+        return buffer.readSlice(length: Int(length))!
     }
 
     /// The next complete frame, or nil when more bytes are needed.
@@ -57,21 +70,27 @@ public struct NoiseTransport: Sendable {
         self.receiver = receiver
     }
 
-    /// Encrypts `plaintext` into one or more frames appended to `out`.
+    /// Encrypts `plaintext` into one or more frames appended to `out`: straight from the
+    /// plaintext's storage into `out`'s (no intermediate copies).
     public mutating func seal(_ plaintext: ByteBuffer, into out: inout ByteBuffer) throws(NoiseError) {
         var pt = plaintext
+        let frames = (pt.readableBytes + Self.maxPlaintextPerFrame - 1) / Self.maxPlaintextPerFrame
+        out.reserveCapacity(minimumWritableBytes: pt.readableBytes + frames * (2 + ChaChaPoly.tagLength))
         while pt.readableBytes > 0 {
-            let chunk = pt.readBytes(length: min(pt.readableBytes, Self.maxPlaintextPerFrame))!
-            NoiseFrameDecoder.frame(try sender.encrypt(ad: [], plaintext: chunk), into: &out)
+            let n = min(pt.readableBytes, Self.maxPlaintextPerFrame)
+            out.writeInteger(UInt16(n + ChaChaPoly.tagLength))
+            try sender.seal(pt.readableBytesView.prefix(n), into: &out)
+            pt.moveReaderIndex(forwardBy: n)
         }
     }
 
     /// Decrypts every complete frame in the received bytes; the plaintext is appended to `out`.
     public mutating func open(_ bytes: ByteBuffer, into out: inout ByteBuffer) throws(NoiseError) {
         decoder.append(bytes)
-        while let frame = try decoder.next() {
-            guard frame.count >= 16 else { throw .truncatedMessage("transport frame shorter than its tag") }
-            out.writeBytes(try receiver.decrypt(ad: [], ciphertext: frame))
+        out.reserveCapacity(minimumWritableBytes: decoder.buffer.readableBytes)  // plaintext is never longer
+        while let frame = try decoder.nextSlice() {
+            guard frame.readableBytes >= ChaChaPoly.tagLength else { throw .truncatedMessage("transport frame shorter than its tag") }
+            try receiver.open(frame, into: &out)
         }
     }
 }

@@ -1,4 +1,5 @@
 import CairnCrypto
+import NIOCore
 
 public enum NoiseError: Error, Equatable, Sendable, CustomStringConvertible {
     case frameTooLarge(Int)
@@ -45,6 +46,39 @@ public struct NoiseCipherState: Sendable {
         guard nonce < UInt64.max else { throw .nonceExhausted }
         defer { nonce += 1 }
         return ChaChaPoly.seal(key: key, nonce: Self.nonceBytes(nonce), plaintext: plaintext, additionalData: ad)
+    }
+
+    /// Transport encryption (no additional data) of `plaintext`, appended to `out` as
+    /// ciphertext and tag.
+    mutating func seal(_ plaintext: ByteBufferView, into out: inout ByteBuffer) throws(NoiseError) {
+        guard let key else { out.writeBytes(plaintext); return }
+        guard nonce < UInt64.max else { throw .nonceExhausted }
+        let nonceBytes = Self.nonceBytes(nonce)
+        nonce += 1
+        let count = plaintext.count + ChaChaPoly.tagLength
+        plaintext.withUnsafeBytes { src in
+            _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { dst in
+                ChaChaPoly.seal(key: key, nonce: nonceBytes, plaintext: src, into: dst)
+            }
+        }
+    }
+
+    /// Transport decryption (no additional data) of one frame, appended to `out`.
+    mutating func open(_ frame: ByteBuffer, into out: inout ByteBuffer) throws(NoiseError) {
+        guard let key else { var f = frame; out.writeBuffer(&f); return }
+        guard nonce < UInt64.max else { throw .nonceExhausted }
+        let nonceBytes = Self.nonceBytes(nonce)
+        let count = frame.readableBytes - ChaChaPoly.tagLength
+        var ok = false
+        frame.withUnsafeReadableBytes { src in
+            _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: max(count, 1)) { dst in
+                guard let n = try? ChaChaPoly.open(key: key, nonce: nonceBytes, ciphertext: src, into: dst) else { return 0 }
+                ok = true
+                return n
+            }
+        }
+        guard ok else { throw .decryptionFailed }
+        nonce += 1
     }
 
     mutating func decrypt(ad: [UInt8], ciphertext: [UInt8]) throws(NoiseError) -> [UInt8] {

@@ -131,8 +131,12 @@ public struct YamuxSession: Sendable {
     public mutating func write(_ id: UInt32, _ data: ByteBuffer, into out: inout ByteBuffer) throws(YamuxError) {
         guard var s = streams[id] else { throw .unknownStream(id) }
         guard !s.localClosed, !s.finQueued else { throw .streamClosed(id) }
-        var data = data
-        s.pending.writeBuffer(&data)
+        if s.pending.readableBytes == 0 {
+            s.pending = data  // nothing queued: keep the caller's buffer (flushed as slices of it)
+        } else {
+            var data = data
+            s.pending.writeBuffer(&data)
+        }
         streams[id] = s
         flush(id, into: &out)
     }
@@ -185,7 +189,7 @@ public struct YamuxSession: Sendable {
             sent = true
         }
         if s.pending.readableBytes == 0 {
-            s.pending.clear()
+            s.pending = ByteBuffer()
             if s.finQueued && !s.localClosed {
                 Self.writeHeader(.windowUpdate, .fin, id, 0, into: &out)
                 s.localClosed = true
@@ -205,8 +209,12 @@ public struct YamuxSession: Sendable {
     /// Feeds received bytes. Frames to send go to `out`; returns the events, in order.
     /// A thrown error is a session-level protocol error: the caller sends GoAway and closes.
     public mutating func receive(_ bytes: ByteBuffer, into out: inout ByteBuffer) throws(YamuxError) -> [Event] {
-        var bytes = bytes
-        inbound.writeBuffer(&bytes)
+        if inbound.readableBytes == 0 {
+            inbound = bytes  // the usual case: frames are read as slices of the received buffer, no copy
+        } else {
+            var bytes = bytes
+            inbound.writeBuffer(&bytes)
+        }
         var events: [Event] = []
         while inbound.readableBytes >= Self.headerLength {
             let start = inbound.readerIndex
@@ -242,7 +250,9 @@ public struct YamuxSession: Sendable {
                 try handleStreamFrame(type, flags, id, length, payload, &events, &out)
             }
         }
-        if inbound.readableBytes == 0 { inbound.clear() } else if inbound.readerIndex > 1 << 20 { inbound.discardReadBytes() }
+        // Drop the reference when everything was read: data events hold slices of this storage,
+        // and a later write into it would copy.
+        if inbound.readableBytes == 0 { inbound = ByteBuffer() } else if inbound.readerIndex > 1 << 20 { inbound.discardReadBytes() }
         return events
     }
 

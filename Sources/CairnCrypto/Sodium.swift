@@ -228,6 +228,32 @@ public enum ChaChaPoly {
         return out
     }
 
+    /// Encrypts `plaintext` into `out` (at least `plaintext.count + tagLength` bytes) with no
+    /// additional data: the bulk path, with no intermediate arrays. Returns the bytes written.
+    public static func seal(key: [UInt8], nonce: [UInt8], plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int {
+        precondition(key.count == keyLength && nonce.count == nonceLength && out.count >= plaintext.count + tagLength)
+        Sodium.ensure()
+        var outLen: UInt64 = 0
+        _ = crypto_aead_chacha20poly1305_ietf_encrypt(
+            out.baseAddress!.assumingMemoryBound(to: UInt8.self), &outLen,
+            plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(plaintext.count), nil, 0, nil, nonce, key)
+        return Int(outLen)
+    }
+
+    /// Decrypts and authenticates `ciphertext` into `out` (at least `ciphertext.count - tagLength`
+    /// bytes) with no additional data. Returns the bytes written.
+    public static func open(key: [UInt8], nonce: [UInt8], ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        precondition(key.count == keyLength && nonce.count == nonceLength)
+        guard ciphertext.count >= tagLength, out.count >= ciphertext.count - tagLength else { throw CryptoError.decryptionFailed }
+        Sodium.ensure()
+        var outLen: UInt64 = 0
+        let rc = crypto_aead_chacha20poly1305_ietf_decrypt(
+            out.baseAddress?.assumingMemoryBound(to: UInt8.self), &outLen, nil,
+            ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(ciphertext.count), nil, 0, nonce, key)
+        guard rc == 0 else { throw CryptoError.decryptionFailed }
+        return Int(outLen)
+    }
+
     public static func open(key: [UInt8], nonce: [UInt8], ciphertext: [UInt8], additionalData: [UInt8]) throws -> [UInt8] {
         precondition(key.count == keyLength && nonce.count == nonceLength)
         guard ciphertext.count >= tagLength else { throw CryptoError.decryptionFailed }

@@ -41,7 +41,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     public internal(set) var protocolID: String?
 
     // Event-loop confined.
-    var inbound = ByteBuffer()
+    var inbound = ByteQueue()
     var remoteClosed = false
     var localClosed = false
     var failure: StreamError?
@@ -75,8 +75,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
             connection.streamConsumed(id, data.readableBytes)
             return
         }
-        var d = data
-        inbound.writeBuffer(&d)
+        inbound.append(data)
         wakeReader()
     }
 
@@ -114,11 +113,10 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     func divert(to sink: @escaping (ByteBuffer) -> Void, onEnd: @escaping (StreamError?) -> Void) {
         eventLoop.assertInEventLoop()
         if inbound.readableBytes > 0 {
-            let pending = inbound
             let uncredited = inbound.readableBytes - creditedInbound
-            inbound.clear()
+            let pending = inbound.takeAll()
             creditedInbound = 0
-            sink(pending)
+            pending.forEach(sink)
             if uncredited > 0 { connection.streamConsumed(id, uncredited) }
         }
         if let failure { onEnd(failure); return }
@@ -141,8 +139,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
         if call.cancelled { return eventLoop.makeFailedFuture(CancellationError()) }
         if inbound.readableBytes > 0 {
             let n = Swift.min(max, inbound.readableBytes)
-            let chunk = inbound.readSlice(length: n)!
-            if inbound.readableBytes == 0 { inbound.clear() }
+            let chunk = inbound.read(upTo: n)
             let credited = Swift.min(n, creditedInbound)
             creditedInbound -= credited
             if n > credited { connection.streamConsumed(id, n - credited) }
@@ -181,9 +178,7 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
     func unread(_ bytes: [UInt8]) async {
         guard !bytes.isEmpty else { return }
         try? await eventLoop.submit {
-            var b = ByteBuffer(bytes: bytes)
-            b.writeBuffer(&self.inbound)
-            self.inbound = b
+            self.inbound.prepend(ByteBuffer(bytes: bytes))
             // The window for these bytes was already returned when they were first read.
             self.creditedInbound += bytes.count
         }.get()
@@ -342,5 +337,43 @@ extension MuxedStream {
             reset()
             throw error
         }
+    }
+}
+
+/// Received chunks in order, kept as they arrived: reading hands out the chunks (or slices of
+/// them) instead of copying every byte into one growing buffer.
+struct ByteQueue {
+    private var chunks = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+    private(set) var readableBytes = 0
+
+    mutating func append(_ b: ByteBuffer) {
+        guard b.readableBytes > 0 else { return }
+        chunks.append(b)
+        readableBytes += b.readableBytes
+    }
+
+    mutating func prepend(_ b: ByteBuffer) {
+        guard b.readableBytes > 0 else { return }
+        chunks.prepend(b)
+        readableBytes += b.readableBytes
+    }
+
+    /// At most `max` bytes from the front (one chunk or a slice of it); empty when nothing is queued.
+    mutating func read(upTo max: Int) -> ByteBuffer {
+        guard var first = chunks.first else { return ByteBuffer() }
+        if first.readableBytes <= max {
+            chunks.removeFirst()
+            readableBytes -= first.readableBytes
+            return first
+        }
+        let slice = first.readSlice(length: max)!
+        chunks[chunks.startIndex] = first
+        readableBytes -= max
+        return slice
+    }
+
+    mutating func takeAll() -> [ByteBuffer] {
+        defer { chunks.removeAll(); readableBytes = 0 }
+        return Array(chunks)
     }
 }
