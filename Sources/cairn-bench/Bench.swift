@@ -31,6 +31,15 @@ struct Bench: AsyncParsableCommand {
     var forwardMib = 0
     @Flag(help: "Only the forwarding measurement.") var forwardOnly = false
     @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
+    @Option(help: "Connection setups measured with 64 in flight.") var concurrentConns = 2000
+    @Option(help: "Connections in flight for the concurrent setup figure.") var inFlight = 64
+    @Option(help: "Idle connections held open to a `cairn node` process for the memory figure; 0 skips.") var idleConns = 1000
+    @Option(help: "Short connections through the TCP forwards (Cairn and kubo).") var forwardConns = 500
+    @Option(help: "kubo's Python (kubo-python 0.1.5) for the P2PForward comparison (default: $CAIRN_KUBO_PY or .venv-kubo); missing skips it.")
+    var kuboPy: String?
+    @Option(help: "Nodes of the DHT simulation run for the lookup figures (cairn-dht-sim beside this binary, 30% churn and none); 0 skips.")
+    var dhtNodes = 10000
+    @Option(help: "Write the figures as JSON here too.") var json: String?
     @Option(help: "Only the soak: a mesh of `cairn node` processes with churn, DHT traffic and direct and relayed streams for this many seconds (docs/soak.md).")
     var soak: Double = 0
     @Option(help: "Soak: nodes in the mesh.") var soakNodes = 20
@@ -63,7 +72,7 @@ struct Bench: AsyncParsableCommand {
         if forwardOnly {
             var quiet = Logger(label: "bench")
             quiet.logLevel = .critical
-            let r = try await forwardBench(mib: max(forwardMib, 1), logger: quiet)
+            let r = try await forwardBench(mib: max(forwardMib, 1), conns: forwardConns, logger: quiet)
             print(String(format: "p2p forward: %.0f MiB/s; one stream: %.0f MiB/s (%.2f)", r["forward_mib_s"] as! Double, r["stream_mib_s"] as! Double, r["ratio"] as! Double))
             print(String(decoding: try JSONSerialization.data(withJSONObject: ["forward": r], options: [.sortedKeys]), as: UTF8.self))
             return
@@ -73,71 +82,7 @@ struct Bench: AsyncParsableCommand {
             print(String(decoding: try JSONSerialization.data(withJSONObject: ["relay": r], options: [.sortedKeys]), as: UTF8.self))
             return
         }
-        var quiet = Logger(label: "bench")
-        quiet.logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let server = Node(identity: .generate(), group: group, logger: quiet)
-        serveSink(on: server)
-        let addr = try await server.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(server.peerID))
-        let client = Node(identity: .generate(), group: group, logger: quiet)
-
-        // Connection rate.
-        let clock = ContinuousClock()
-        for _ in 0..<10 { try await oneConnection(client, addr) }
-        var latencies: [Double] = []
-        let t0 = clock.now
-        for _ in 0..<conns {
-            let s = clock.now
-            try await oneConnection(client, addr)
-            latencies.append(ms(clock.now - s))
-        }
-        let connRate = Double(conns) / seconds(clock.now - t0)
-        latencies.sort()
-
-        // One stream's throughput.
-        let conn = try await client.dial(addr)
-        let stream = try await conn.openStream(["/bench/sink/1.0.0"])
-        let chunk = ByteBuffer(repeating: 0xab, count: 256 * 1024)
-        let total = UInt64(mib) << 20
-        let t1 = clock.now
-        var sent: UInt64 = 0
-        while sent < total {
-            try await stream.write(chunk)
-            sent += UInt64(chunk.readableBytes)
-        }
-        await stream.closeWrite()
-        let ack = try await stream.readExactly(8)
-        let elapsed = seconds(clock.now - t1)
-        let count = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard count == total else { throw ValidationError("sink counted \(count) bytes, sent \(total)") }
-        let throughput = Double(mib) / elapsed
-        await conn.close()
-        await client.shutdown()
-        await server.shutdown()
-        try await group.shutdownGracefully()
-
-        let raw = try rawTCPThroughput(mib: rawMib)
-
-        var py: [String: Any]?
-        if !noPy { py = runPyBench() }
-        let relay: [String: Any]? = relayMib > 0 ? try await relayBench(mib: relayMib) : nil
-
-        let result: [String: Any] = [
-            "cairn": ["conns": conns, "connections_per_second": connRate, "median_connect_ms": latencies[latencies.count / 2],
-                      "p99_connect_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
-                      "mib": mib, "stream_throughput_mib_s": throughput],
-            "raw_tcp": ["mib": rawMib, "throughput_mib_s": raw],
-            "py_libp2p": py ?? NSNull(),
-            "relay": relay ?? NSNull(),
-        ]
-        print(String(format: "cairn:     %.0f connections/s (median %.2f ms), one stream %.0f MiB/s", connRate, latencies[latencies.count / 2], throughput))
-        if let py, let c = py["connections_per_second"] as? Double, let t = py["stream_throughput_mib_s"] as? Double {
-            print(String(format: "py-libp2p: %.0f connections/s, one stream %.1f MiB/s", c, t))
-        } else if !noPy {
-            print("py-libp2p: not measured (venv missing or run failed)")
-        }
-        print(String(format: "raw TCP:   %.0f MiB/s", raw))
-        print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        try await figures()
     }
 
     /// One stream's throughput directly and through a relay in another process (`cairn node
