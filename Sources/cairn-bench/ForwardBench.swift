@@ -67,8 +67,8 @@ func startTCPSink(group: EventLoopGroup) async throws -> Channel {
         .bind(host: "127.0.0.1", port: 0).get()
 }
 
-/// One TCP connection to `port` that sends `bytes`, half-closes and reads the count the sink
-/// at the far end answers.
+/// One TCP connection to `port` that announces and sends `bytes` and reads the count the sink
+/// at the far end answers (then it closes).
 func sendThroughTCP(port: Int, bytes: UInt64, chunk: ByteBuffer, group: EventLoopGroup) async throws -> UInt64 {
     let conn = try await ClientBootstrap(group: group)
         .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -76,13 +76,16 @@ func sendThroughTCP(port: Int, bytes: UInt64, chunk: ByteBuffer, group: EventLoo
             ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch, configuration: .init(isOutboundHalfClosureEnabled: true)) }
         }
     return try await conn.executeThenClose { inbound, outbound -> UInt64 in
+        var header = ByteBuffer()
+        header.writeInteger(bytes)
+        try await outbound.write(header)
         var sent: UInt64 = 0
         while sent < bytes {
             let n = min(UInt64(chunk.readableBytes), bytes - sent)
             try await outbound.write(chunk.getSlice(at: chunk.readerIndex, length: Int(n))!)
             sent += n
         }
-        outbound.finish()
+        // No half-close before the answer: kubo's forward closes both ways at the first EOF.
         var reply = ByteBuffer()
         for try await part in inbound { var p = part; reply.writeBuffer(&p) }
         return reply.readInteger(as: UInt64.self) ?? 0
@@ -197,14 +200,37 @@ struct ForwardBenchError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Counts what it receives; when the input ends, answers the count (8 bytes) and closes.
+/// Counts what it receives after an 8-byte header holding how many bytes will follow; answers
+/// the count (8 bytes) and closes once that many have arrived, or when the input ends (kubo's
+/// forward closes both ways at the sender's half-close, so the answer cannot wait for it).
 final class CountingSink: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    var header = ByteBuffer()
+    var expected: UInt64?
     var count: UInt64 = 0
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { count += UInt64(unwrapInboundIn(data).readableBytes) }
+    var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        if expected == nil {
+            let n = min(8 - header.readableBytes, b.readableBytes)
+            var h = b.readSlice(length: n)!
+            header.writeBuffer(&h)
+            if header.readableBytes == 8 { expected = header.readInteger(as: UInt64.self) }
+        }
+        count += UInt64(b.readableBytes)
+        if let expected, count >= expected { answer(context) }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard case ChannelEvent.inputClosed = event else { return context.fireUserInboundEventTriggered(event) }
+        answer(context)
+    }
+
+    func answer(_ context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
         var out = context.channel.allocator.buffer(capacity: 8)
         out.writeInteger(count)
         let channel = context.channel
