@@ -209,14 +209,16 @@ public final class SimNetwork {
     /// a real network grows by many joins at once, and it keeps the build's virtual time (and so
     /// the periodic bucket refreshes every joined node runs) to about log(count) / growth waves
     /// instead of one join after another.
-    public func build(count: Int, growth: Double = 0.02) {
+    public func build(count: Int, growth: Double = 0.02, progress: ((Int) -> Void)? = nil) {
         for _ in 0..<count { addNode() }
         var joined = 1
+        var reported = 0
         while joined < count {
             let size = min(count - joined, max(1, Int(Double(joined) * growth)))
             let wave = (joined..<(joined + size)).map { ($0, Int(rng.next() % UInt64(joined))) }
             join(wave: wave)
             joined += size
+            if joined * 10 / count > reported { reported = joined * 10 / count; progress?(joined) }
         }
         // The first node learns the network from a lookup of its own.
         if count > 1 { join(0, via: 1) }

@@ -18,7 +18,11 @@ struct DHTSim: ParsableCommand {
     @Flag(help: "Fixed timeouts (every request waits --timeout) instead of ones from measured round trips.") var fixedTimeouts = false
     @Option(help: "Closest peers that must answer before a FIND_NODE lookup ends (β; 20 = all k).") var beta = 3
     @Option(help: "Requests in flight per lookup (α).") var alpha = 3
+    @Flag(help: "Do not demote peers whose requests time out in the routing table (to measure what the demotion is worth).") var noDemotion = false
+    @Option(help: "Lookups start from this many random nodes only (0: any node), so a node's table has time to learn who is gone.") var askers = 0
     @Option(help: "Build: each wave of concurrent joins is this fraction of the nodes already joined (0 = one join at a time).") var growth = 0.02
+
+    func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     func run() throws {
         var config = SimNetwork.Configuration()
@@ -30,17 +34,22 @@ struct DHTSim: ParsableCommand {
         config.kademlia.lookup.adaptiveTimeouts = !fixedTimeouts
         config.kademlia.lookup.beta = beta
         config.kademlia.lookup.alpha = alpha
+        config.kademlia.demoteUnresponsive = !noDemotion
         let wall = ContinuousClock()
         let t0 = wall.now
         let net = SimNetwork(configuration: config)
-        net.build(count: nodes, growth: growth)
+        net.build(count: nodes, growth: growth) { joined in
+            FileHandle.standardError.write(Data("built \(joined) of \(nodes) nodes, \(Int(secs(wall.now - t0))) s\n".utf8))
+        }
         let buildTime = wall.now - t0
         _ = net.churn(fraction: churn)
+        var askerPool: [Int] = []
+        while askerPool.count < askers { askerPool.append(net.randomIndex()) }
         var ok = 0
         var hops: [Int] = [], messages: [Int] = [], latencies: [Double] = []
         let t1 = wall.now
         for _ in 0..<lookups {
-            let from = net.randomIndex()
+            let from = askerPool.isEmpty ? net.randomIndex() : askerPool[Int(net.randomIndex()) % askerPool.count]
             var to = net.randomIndex()
             while to == from { to = net.randomIndex() }
             let target = net.peerID(to)
@@ -53,9 +62,8 @@ struct DHTSim: ParsableCommand {
         let lookupTime = wall.now - t1
         func pct(_ a: [Int], _ p: Double) -> Int { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
         func pctD(_ a: [Double], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
-        func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         let result: [String: Any] = [
-            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "growth": growth, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
+            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "growth": growth, "demotion": !noDemotion, "askers": askers, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
             "success_rate": Double(ok) / Double(max(1, lookups)),
             "hops_median": pct(hops, 0.5), "hops_p99": pct(hops, 0.99),
             "messages_per_lookup_mean": Double(messages.reduce(0, +)) / Double(max(1, messages.count)),

@@ -108,6 +108,29 @@ final class RoutingTableTests: XCTestCase {
         XCTAssertEqual(t.count, t.allEntries.count)
     }
 
+    /// A demoted peer (a lookup gave up on it) comes after every responsive peer, is the next
+    /// one checked when its bucket is full, and is responsive again once heard from.
+    func testDemotedPeersComeLastAndAreCheckedFirst() {
+        var config = RoutingTable.Configuration()
+        config.maxPerGroupPerBucket = nil
+        config.maxPerGroupPerTable = nil
+        var t = RoutingTable(local: local, configuration: config)
+        let ps = peersInBucket0(21)
+        for p in ps.prefix(20) { XCTAssertEqual(t.update(p, addresses: []), .added) }
+        let target = DHTKey(peer: ps[7])
+        XCTAssertEqual(t.closest(to: target, count: 1).map(\.peer), [ps[7]])
+        t.demote(ps[7])
+        XCTAssertEqual(t.entry(ps[7])?.unresponsive, true)
+        XCTAssertEqual(t.closest(to: target, count: 20).last?.peer, ps[7], "last however close")
+        XCTAssertFalse(t.closest(to: target, count: 19).contains { $0.peer == ps[7] })
+        // The bucket is full: the demoted peer is the one whose liveness is checked.
+        XCTAssertEqual(t.update(ps[20], addresses: []), .pendingLivenessCheck(leastRecentlySeen: ps[7]))
+        // Heard from again: responsive, and closest again.
+        XCTAssertEqual(t.update(ps[7], addresses: []), .updated)
+        XCTAssertEqual(t.entry(ps[7])?.unresponsive, false)
+        XCTAssertEqual(t.closest(to: target, count: 1).map(\.peer), [ps[7]])
+    }
+
     func testClosestMatchesBruteForce() {
         var config = RoutingTable.Configuration()
         config.maxPerGroupPerTable = nil
@@ -358,6 +381,30 @@ final class KademliaBehaviourTests: XCTestCase {
         // Never the requester to itself.
         let selfAsk = try XCTUnwrap(b.tableReply(to: KadMessage(kind: .findNode, key: asker.peerID.bytes), from: asker.peerID) { _ in [addr] })
         XCTAssertTrue(selfAsk.closerPeers.isEmpty)
+    }
+
+    /// A request a lookup gives up on (hard timeout) demotes its peer in the routing table; the
+    /// peers that answered stay responsive; the demoted one is first again once it answers.
+    func testALookupDemotesThePeersItGaveUpOn() throws {
+        let t0 = Date()
+        var b = KademliaBehaviour(local: PrivateKey.generate().peerID, store: InMemoryDHTStore(), now: t0)
+        let peers = (0..<3).map { _ in PrivateKey.generate().peerID }
+        for (i, p) in peers.enumerated() { _ = b.peerSeen(p, addresses: [Multiaddr(components: [.ip4([198, 51, UInt8(i), 1]), .tcp(4001)])], now: t0) }
+        let target = PrivateKey.generate().peerID
+        let (q, actions) = b.findNode(target, now: t0)
+        let asked = actions.compactMap { a -> PeerID? in if case .request(_, let p, _, _) = a { return p }; return nil }
+        XCTAssertEqual(Set(asked), Set(peers))
+        // Two answer (with nobody closer); the third never does.
+        for p in asked.prefix(2) { _ = b.responseReceived(q, from: p, response: KadMessage(kind: .findNode, key: target.bytes), now: t0.addingTimeInterval(0.05)) }
+        XCTAssertNotNil(b.nextDeadline(after: t0))
+        _ = b.tick(now: t0.addingTimeInterval(0.5))
+        XCTAssertEqual(b.routingTable.entry(asked[2])?.unresponsive, false, "not yet past the hard timeout")
+        _ = b.tick(now: t0.addingTimeInterval(11))
+        XCTAssertEqual(b.routingTable.entry(asked[2])?.unresponsive, true)
+        XCTAssertEqual(b.routingTable.entry(asked[0])?.unresponsive, false)
+        XCTAssertEqual(b.routingTable.closest(to: DHTKey(peer: asked[2]), count: 3).last?.peer, asked[2])
+        _ = b.peerSeen(asked[2], addresses: [], now: t0.addingTimeInterval(12))
+        XCTAssertEqual(b.routingTable.closest(to: DHTKey(peer: asked[2]), count: 1).first?.peer, asked[2])
     }
 
     func testServerRefusesRollbackAndForeignProviders() throws {

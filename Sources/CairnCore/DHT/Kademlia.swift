@@ -17,6 +17,11 @@ public struct KademliaConfiguration: Sendable {
     /// Buckets deeper than this are not refreshed with random keys (finding a key with a longer
     /// common prefix costs 2^depth hashes, and such buckets are nearly empty anyway).
     public var maxRefreshDepth = 15
+    /// Liveness in the routing table: a peer whose request a lookup gave up on (its hard timeout)
+    /// is demoted (last in line for lookups and answers, first to be evicted) until it is heard
+    /// from again. (One that could not be reached at all is evicted either way.) Off only to
+    /// measure what it is worth.
+    public var demoteUnresponsive = true
 
     public init() {}
 }
@@ -443,6 +448,15 @@ public struct KademliaBehaviour: Sendable {
                 continue
             }
             q.lookup.timeouts = timeouts
+            // Requests this tick gives up on (past the hard timeout): their peers are demoted in
+            // the routing table at once, long before a transport timeout would evict them.
+            if configuration.demoteUnresponsive {
+                for c in q.lookup.candidates {
+                    if case .inFlight(let since) = c.state, now.timeIntervalSince(since) >= q.lookup.timeouts.hard {
+                        routingTable.demote(c.peer)
+                    }
+                }
+            }
             let actions = q.lookup.tick(now: now)
             queries[id] = q
             out += process(id, actions, now)

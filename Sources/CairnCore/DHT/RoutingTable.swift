@@ -43,6 +43,9 @@ public struct RoutingTable: Sendable {
         public let key: DHTKey
         public private(set) var addresses: [Multiaddr]
         public var lastSeen: Date
+        /// A lookup gave up on its request since it was last heard from: it comes after every
+        /// responsive peer in `closest` and is the first candidate for eviction.
+        public internal(set) var unresponsive = false
         /// Computed once per change of addresses (the diversity limit reads it on every update).
         private(set) var group: NetworkGroup?
 
@@ -136,6 +139,7 @@ public struct RoutingTable: Sendable {
         if let j = b.entries.firstIndex(where: { $0.peer == peer }) {
             var e = b.entries.remove(at: j)
             e.lastSeen = now
+            e.unresponsive = false
             if !addresses.isEmpty && addresses != e.addresses {
                 counted(e, -1)
                 e.setAddresses(addresses)
@@ -195,16 +199,27 @@ public struct RoutingTable: Sendable {
         return nil
     }
 
-    /// The `count` known peers closest to `key`, nearest first.
+    /// The `count` known peers closest to `key`, nearest first; peers marked unresponsive only
+    /// after every responsive one (they fill the answer when too few others are known).
     public func closest(to key: DHTKey, count: Int) -> [Entry] {
         // Distances with the entry's position (no reference counting while sorting).
-        var scored: [(distance: DHTKey, bucket: Int32, index: Int32)] = []
+        var scored: [(unresponsive: Bool, distance: DHTKey, bucket: Int32, index: Int32)] = []
         scored.reserveCapacity(self.count)
         for (i, b) in buckets.enumerated() {
-            for (j, e) in b.entries.enumerated() { scored.append((e.key.distance(to: key), Int32(i), Int32(j))) }
+            for (j, e) in b.entries.enumerated() { scored.append((e.unresponsive, e.key.distance(to: key), Int32(i), Int32(j))) }
         }
-        scored.sort { $0.distance < $1.distance }
+        scored.sort { $0.unresponsive != $1.unresponsive ? !$0.unresponsive : $0.distance < $1.distance }
         return scored.prefix(count).map { buckets[Int($0.bucket)].entries[Int($0.index)] }
+    }
+
+    /// A lookup gave up on `peer`'s request: it goes to the front of its bucket (the next to be
+    /// checked and evicted when a newcomer needs room) and is marked unresponsive until heard from.
+    public mutating func demote(_ peer: PeerID) {
+        let i = bucketIndex(DHTKey(peer: peer))
+        guard i < buckets.count, let j = buckets[i].entries.firstIndex(where: { $0.peer == peer }) else { return }
+        var e = buckets[i].entries.remove(at: j)
+        e.unresponsive = true
+        buckets[i].entries.insert(e, at: 0)
     }
 
     /// Buckets (by index) not refreshed for `interval`, up to the deepest non-empty one.

@@ -15,15 +15,33 @@ protocol ConnectionTransport: AnyObject, Sendable {
 }
 
 /// A TCP socket as a connection's transport.
-final class ChannelTransport: ConnectionTransport {
+final class ChannelTransport: ConnectionTransport, @unchecked Sendable {
     let channel: Channel
+    /// A flush is scheduled for the end of this event-loop turn (event-loop confined): writes
+    /// made while handling one read (several streams answering, a handshake message and the
+    /// first frames) leave in one system call.
+    private var flushScheduled = false
     init(_ channel: Channel) { self.channel = channel }
     var eventLoop: EventLoop { channel.eventLoop }
     // NIO caches the socket's addresses thread-safely once the channel is active.
     var localAddress: Multiaddr? { channel.localAddress.flatMap { Multiaddr(tcp: $0) } }
     var remoteAddress: Multiaddr? { channel.remoteAddress.flatMap { Multiaddr(tcp: $0) } }
-    func send(_ bytes: ByteBuffer) { channel.writeAndFlush(bytes, promise: nil) }
-    func close() { channel.close(promise: nil) }
+    func send(_ bytes: ByteBuffer) {
+        guard channel.eventLoop.inEventLoop else { return channel.writeAndFlush(bytes, promise: nil) }
+        channel.write(bytes, promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        channel.eventLoop.execute {
+            self.flushScheduled = false
+            self.channel.flush()
+        }
+    }
+
+    func close() {
+        // Unflushed writes would be failed by the close: what was sent leaves first.
+        channel.flush()
+        channel.close(promise: nil)
+    }
 }
 
 /// An upgraded libp2p connection (Noise + Yamux) over one transport: a TCP channel, or a relayed
