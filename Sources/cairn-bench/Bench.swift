@@ -19,16 +19,16 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cairn-bench", abstract: "Loopback benchmark: Cairn vs py-libp2p vs raw TCP.")
 
     @Option(help: "Connections to establish (after 10 warm-up ones).") var conns = 500
-    @Option(help: "MiB sent over one Yamux stream.") var mib = 256
+    @Option(help: "MiB sent over one Yamux stream.") var mib = 1024
     @Option(help: "MiB sent over raw TCP.") var rawMib = 2048
     @Option(help: "py-libp2p connections.") var pyConns = 200
     @Option(help: "py-libp2p MiB over one stream.") var pyMib = 64
     @Flag(help: "Skip py-libp2p.") var noPy = false
     @Option(help: "MiB over one stream through a Cairn relay (a separate `cairn node --relay` process, limits raised) and directly, for comparison; 0 skips.")
-    var relayMib = 128
+    var relayMib = 256
     @Flag(help: "Only the relay measurement.") var relayOnly = false
     @Option(help: "MiB through `cairn p2p` forwarding (TCP → stream → TCP) and over one stream, in the same run; 0 skips.")
-    var forwardMib = 0
+    var forwardMib = 256
     @Flag(help: "Only the forwarding measurement.") var forwardOnly = false
     @Option(help: "Python venv with libp2p 0.8.1 (default: $CAIRN_PY_VENV or .venv-interop).") var pyVenv: String?
     @Option(help: "Connection setups measured with 64 in flight.") var concurrentConns = 2000
@@ -40,6 +40,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Nodes of the DHT simulation run for the lookup figures (cairn-dht-sim beside this binary, 30% churn and none); 0 skips.")
     var dhtNodes = 10000
     @Option(help: "Write the figures as JSON here too.") var json: String?
+    @Option(name: .customLong("window-kib"), help: "Yamux receive window per stream, KiB, for the one-stream figure (default: the node's, 256).") var windowKiB: Int?
     @Option(help: "Only the soak: a mesh of `cairn node` processes with churn, DHT traffic and direct and relayed streams for this many seconds (docs/soak.md).")
     var soak: Double = 0
     @Option(help: "Soak: nodes in the mesh.") var soakNodes = 20
