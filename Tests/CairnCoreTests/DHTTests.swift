@@ -407,6 +407,43 @@ final class KademliaBehaviourTests: XCTestCase {
         XCTAssertEqual(b.routingTable.closest(to: DHTKey(peer: asked[2]), count: 1).first?.peer, asked[2])
     }
 
+    /// Joining: the bucket refreshes wait for the self-lookup, so they start from the table it
+    /// filled instead of all at once at the one peer known.
+    func testBootstrapRefreshesBucketsOnlyAfterItsSelfLookup() throws {
+        let t0 = Date()
+        let me = PrivateKey.generate().peerID
+        var b = KademliaBehaviour(local: me, store: InMemoryDHTStore(), now: t0)
+        let bootstrapPeer = PrivateKey.generate().peerID
+        let others = (0..<12).map { _ in PrivateKey.generate().peerID }
+        func addr(_ i: Int) -> [Multiaddr] { [Multiaddr(components: [.ip4([198, 51, 100, UInt8(i)]), .tcp(4001)])] }
+        _ = b.peerSeen(bootstrapPeer, addresses: addr(200), now: t0)
+        var pending = b.bootstrap(now: t0).compactMap { a -> (QueryID, PeerID)? in
+            if case .request(let q, let p, _, _) = a { return (q, p) }; return nil
+        }
+        XCTAssertEqual(pending.map(\.1), [bootstrapPeer], "only the self-lookup, to the one peer known")
+        let selfLookup = pending[0].0
+        var refreshRequests: [PeerID] = []
+        var now = t0
+        while !pending.isEmpty {
+            let (q, p) = pending.removeFirst()
+            now = now.addingTimeInterval(0.01)
+            // The bootstrap peer knows the others; they know nobody new.
+            let closer = p == bootstrapPeer ? others.enumerated().map { KadPeer(id: $1, addresses: addr($0)) } : []
+            for a in b.responseReceived(q, from: p, response: KadMessage(kind: .findNode, key: me.bytes, closerPeers: closer), now: now) {
+                guard case .request(let q2, let p2, _, _) = a else { continue }
+                if q2 != selfLookup {
+                    XCTAssertNil(b.queries[selfLookup], "a refresh started while the self-lookup ran")
+                    refreshRequests.append(p2)
+                } else {
+                    pending.append((q2, p2))
+                }
+            }
+        }
+        XCTAssertNil(b.queries[selfLookup])
+        XCTAssertGreaterThan(refreshRequests.count, 0, "the refreshes start once the self-lookup is done")
+        XCTAssertGreaterThan(Set(refreshRequests).count, 1, "spread over the table, not all to the bootstrap peer")
+    }
+
     func testServerRefusesRollbackAndForeignProviders() throws {
         let me = PrivateKey.generate(), writer = PrivateKey.generate(), stranger = PrivateKey.generate()
         var b = KademliaBehaviour(local: me.peerID, store: InMemoryDHTStore())

@@ -99,6 +99,8 @@ public struct KademliaBehaviour: Sendable {
 
     var queries: [QueryID: Query] = [:]
     var nextQuery: UInt64 = 1
+    /// The self-lookup of a bootstrap still running: bucket refreshes wait for it.
+    var bootstrapQuery: QueryID?
     /// Round trips of our requests: the lookups' soft and hard timeouts follow them.
     public private(set) var rtt = RTTEstimator()
     var timeouts: Lookup.Timeouts { rtt.timeouts(configuration.lookup) }
@@ -267,11 +269,15 @@ public struct KademliaBehaviour: Sendable {
         return startQuery(.addProvider(key: key), target: DHTKey(hashing: key), now: now)
     }
 
-    /// Looks up our own ID, then refreshes every bucket: what a node does on joining.
+    /// Looks up our own ID, then refreshes every bucket: what a node does on joining. The
+    /// refreshes start when the self-lookup has finished, from the table it filled: started at
+    /// once, they would all begin at the one or few peers known (a burst of requests to the
+    /// bootstrap peer, past its per-peer stream limits).
     public mutating func bootstrap(now: Date) -> [KadAction] {
-        var actions = findNode(local, now: now).1
         for i in 0...min(configuration.maxRefreshDepth, 255) { routingTable.markRefreshed(bucket: i, now: .distantPast) }
-        actions += refreshBuckets(now: now, force: true)
+        let (id, actions) = findNode(local, now: now)
+        guard queries[id] != nil else { return actions + refreshBuckets(now: now, force: true) }
+        bootstrapQuery = id
         return actions
     }
 
@@ -348,6 +354,10 @@ public struct KademliaBehaviour: Sendable {
         queries[id] = q
         if q.lookup.isFinished && (q.storing == nil || q.storing!.outstanding.isEmpty) {
             out.append(finish(id, now))
+            if id == bootstrapQuery {
+                bootstrapQuery = nil
+                out += refreshBuckets(now: now, force: true)
+            }
         }
         return out
     }
@@ -482,7 +492,7 @@ public struct KademliaBehaviour: Sendable {
     }
 
     private mutating func refreshBuckets(now: Date, force: Bool) -> [KadAction] {
-        guard routingTable.count > 0 else { return [] }
+        guard routingTable.count > 0, bootstrapQuery == nil else { return [] }
         var out: [KadAction] = []
         let due = routingTable.bucketsNeedingRefresh(now: now, interval: configuration.refreshInterval)
         for i in due where i <= configuration.maxRefreshDepth {
