@@ -239,10 +239,19 @@ public struct SecureConnectionMachine: Sendable {
         return actions
     }
 
-    public mutating func consumed(_ id: UInt32, _ count: Int) -> [Action] {
+    /// The application consumed `count` bytes of stream `id`; `now` (monotonic seconds) lets
+    /// Yamux tune the stream's window.
+    public mutating func consumed(_ id: UInt32, _ count: Int, now: Double? = nil) -> [Action] {
         var actions: [Action] = []
-        try? withSession(&actions) { (s, out) throws(YamuxError) in s.consumed(id, count, into: &out) }
+        try? withSession(&actions) { (s, out) throws(YamuxError) in s.consumed(id, count, now: now, into: &out) }
         return actions
+    }
+
+    /// The connection's round trip as the owner measured it (a Yamux ping), for window tuning.
+    public mutating func setRoundTrip(_ seconds: Double) {
+        guard case .established(let t, var session) = state else { return }
+        session.rtt = seconds
+        state = .established(t, session)
     }
 
     public mutating func ping(_ opaque: UInt32) -> [Action] {

@@ -38,6 +38,14 @@ public struct YamuxConfig: Sendable {
     public var maxInboundStreams = 256
     /// Largest data frame this side sends.
     public var maxDataFrame = 64 * 1024
+    /// Receive-window auto-tuning (as go-yamux): when a stream's reader used up half its window
+    /// in less than four round trips, the window is what holds the sender back, so it doubles, up
+    /// to this. At `receiveWindow` there is no tuning. It needs the round trip (`rtt`) and the
+    /// time at each `consumed`.
+    public var maxReceiveWindow: UInt32 = 16 * 1024 * 1024
+    /// Most growth past `receiveWindow` granted over all of a session's streams: what auto-tuning
+    /// can add to what a peer can make us buffer on one connection.
+    public var maxWindowGrowth = 8 * 1024 * 1024
 
     public init() {}
 }
@@ -78,6 +86,10 @@ public struct YamuxSession: Sendable {
         var receiveWindow: UInt32
         /// Bytes the application consumed and that have not yet been returned as window.
         var consumedUncredited: UInt32 = 0
+        /// The window this stream is tuned to (grows from `receiveWindow`).
+        var target: UInt32 = 0
+        /// When the last window update went out (auto-tuning's clock).
+        var epochStart: Double?
         var pending = ByteBuffer()
         var finQueued = false
         var localClosed = false
@@ -91,6 +103,10 @@ public struct YamuxSession: Sendable {
     var nextStreamID: UInt32
     var highestRemoteID: UInt32 = 0
     var inbound = ByteBuffer()
+    /// The connection's round trip, measured by the owner (Yamux ping): auto-tuning needs it.
+    public var rtt: Double?
+    /// Window granted past `receiveWindow` over the live streams.
+    public private(set) var windowGrowth = 0
     public private(set) var goAwayReceived = false
     public private(set) var goAwaySent = false
 
@@ -106,6 +122,14 @@ public struct YamuxSession: Sendable {
     public func pendingBytes(_ id: UInt32) -> Int { streams[id]?.pending.readableBytes ?? 0 }
     public func sendWindow(_ id: UInt32) -> UInt32? { streams[id]?.sendWindow }
     public func receiveWindow(_ id: UInt32) -> UInt32? { streams[id]?.receiveWindow }
+    /// The window a stream is tuned to (its initial window until auto-tuning grows it).
+    public func tunedWindow(_ id: UInt32) -> UInt32? { streams[id].map { max($0.target, config.receiveWindow) } }
+
+    /// Forgets a stream, giving back the window growth it was granted.
+    private mutating func dropStream(_ id: UInt32) {
+        guard let s = streams.removeValue(forKey: id) else { return }
+        if s.target > config.receiveWindow { windowGrowth -= Int(s.target - config.receiveWindow) }
+    }
 
     static func writeHeader(_ type: FrameType, _ flags: Flags, _ stream: UInt32, _ length: UInt32, into out: inout ByteBuffer) {
         out.writeInteger(UInt8(0))
@@ -150,18 +174,30 @@ public struct YamuxSession: Sendable {
     }
 
     public mutating func reset(_ id: UInt32, into out: inout ByteBuffer) {
-        guard streams.removeValue(forKey: id) != nil else { return }
+        guard streams[id] != nil else { return }
+        dropStream(id)
         Self.writeHeader(.windowUpdate, .rst, id, 0, into: &out)
     }
 
     /// The application has consumed `count` received bytes: return them as window once at least
-    /// half the window has been used, so updates are batched.
-    public mutating func consumed(_ id: UInt32, _ count: Int, into out: inout ByteBuffer) {
+    /// half the window has been used, so updates are batched. `now` (seconds, any monotonic
+    /// origin) drives auto-tuning: a window used up within four round trips doubles.
+    public mutating func consumed(_ id: UInt32, _ count: Int, now: Double? = nil, into out: inout ByteBuffer) {
         guard var s = streams[id], !s.remoteClosed else { return }
+        let target = max(s.target, config.receiveWindow)
         s.consumedUncredited += UInt32(count)
-        if s.consumedUncredited >= config.receiveWindow / 2 {
-            Self.writeHeader(.windowUpdate, [], id, s.consumedUncredited, into: &out)
-            s.receiveWindow += s.consumedUncredited
+        if s.consumedUncredited >= target / 2 {
+            var grow: UInt32 = 0
+            if let now, let rtt, let start = s.epochStart, now - start < 4 * rtt, target < config.maxReceiveWindow {
+                let room = max(0, config.maxWindowGrowth - windowGrowth)
+                grow = UInt32(min(Int(min(target, config.maxReceiveWindow - target)), room))
+                windowGrowth += Int(grow)
+            }
+            s.target = target + grow
+            if let now { s.epochStart = now }
+            let credit = s.consumedUncredited + grow
+            Self.writeHeader(.windowUpdate, [], id, credit, into: &out)
+            s.receiveWindow += credit
             s.consumedUncredited = 0
         }
         streams[id] = s
@@ -198,7 +234,7 @@ public struct YamuxSession: Sendable {
             s.pending.discardReadBytes()
         }
         if s.localClosed && s.remoteClosed {
-            streams.removeValue(forKey: id)
+            dropStream(id)
         } else {
             streams[id] = s
         }
@@ -278,7 +314,7 @@ public struct YamuxSession: Sendable {
             return  // a frame for a stream already closed or reset: late, harmless, dropped
         }
         if flags.contains(.rst) {
-            streams.removeValue(forKey: id)
+            dropStream(id)
             events.append(.reset(id))
             return
         }
@@ -305,7 +341,7 @@ public struct YamuxSession: Sendable {
             flush(id, into: &out)
             if pendingBytes(id) == 0 { events.append(.flushed(id)) }
         } else if s.localClosed && s.remoteClosed {
-            streams.removeValue(forKey: id)
+            dropStream(id)
         }
     }
 }

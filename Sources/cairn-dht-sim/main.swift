@@ -19,6 +19,7 @@ struct DHTSim: ParsableCommand {
     @Option(help: "Closest peers that must answer before a FIND_NODE lookup ends (β; 20 = all k).") var beta = 3
     @Option(help: "Requests in flight per lookup (α).") var alpha = 3
     @Flag(help: "Do not demote peers whose requests time out in the routing table (to measure what the demotion is worth).") var noDemotion = false
+    @Option(help: "Disjoint lookup paths (S/Kademlia; 1 = plain lookups).") var disjoint = 1
     @Option(help: "Lookups start from this many random nodes only (0: any node), so a node's table has time to learn who is gone.") var askers = 0
     @Option(help: "Build: each wave of concurrent joins is this fraction of the nodes already joined (0 = one join at a time).") var growth = 0.02
 
@@ -35,6 +36,7 @@ struct DHTSim: ParsableCommand {
         config.kademlia.lookup.beta = beta
         config.kademlia.lookup.alpha = alpha
         config.kademlia.demoteUnresponsive = !noDemotion
+        config.kademlia.lookup.disjointPaths = disjoint
         let wall = ContinuousClock()
         let t0 = wall.now
         let net = SimNetwork(configuration: config)
@@ -63,7 +65,7 @@ struct DHTSim: ParsableCommand {
         func pct(_ a: [Int], _ p: Double) -> Int { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
         func pctD(_ a: [Double], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
         let result: [String: Any] = [
-            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "growth": growth, "demotion": !noDemotion, "askers": askers, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
+            "nodes": nodes, "churn": churn, "timeout_s": timeout, "adaptive_timeouts": !fixedTimeouts, "beta": beta, "alpha": alpha, "growth": growth, "demotion": !noDemotion, "disjoint_paths": disjoint, "askers": askers, "lookups": lookups, "loss": loss, "latency_ms": latencyMs,
             "success_rate": Double(ok) / Double(max(1, lookups)),
             "hops_median": pct(hops, 0.5), "hops_p99": pct(hops, 0.99),
             "messages_per_lookup_mean": Double(messages.reduce(0, +)) / Double(max(1, messages.count)),

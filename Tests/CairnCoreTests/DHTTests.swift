@@ -173,6 +173,55 @@ final class LookupTests: XCTestCase {
         XCTAssertEqual(lookup.closestResponded.map(\.peer), Array(expected))
     }
 
+    /// Disjoint paths: a path whose peers only lead to each other (Sybils hiding the target)
+    /// does not stop the other path from finding it, and no peer is asked by two paths. The same
+    /// network with one path is led away from the target.
+    func testDisjointPathsFindTheTargetPastPeersThatHideIt() {
+        let honest = (0..<40).map { _ in PrivateKey.generate().peerID }
+        let target = honest[17]
+        let t = DHTKey(peer: target)
+        // Sybils: closer to the target than every honest peer but the target itself.
+        let targetDistance = DHTKey(peer: target).distance(to: t)
+        var sybils: [PeerID] = []
+        while sybils.count < 25 {
+            let p = PrivateKey.generate().peerID
+            let d = DHTKey(peer: p).distance(to: t)
+            if honest.allSatisfy({ $0 == target || d < DHTKey(peer: $0).distance(to: t) }), targetDistance < d { sybils.append(p) }
+        }
+        let sybilSet = Set(sybils)
+        func nearest(_ set: [PeerID], _ n: Int) -> [(PeerID, [Multiaddr])] {
+            set.sorted { DHTKey(peer: $0).distance(to: t) < DHTKey(peer: $1).distance(to: t) }.prefix(n).map { ($0, []) }
+        }
+        func answer(_ p: PeerID) -> [(PeerID, [Multiaddr])] {
+            // A Sybil names only Sybils; an honest peer names the honest peers nearest the target.
+            sybilSet.contains(p) ? nearest(sybils, 20) : nearest(honest.filter { $0 != p }, 8)
+        }
+        func run(paths: Int) -> (found: Bool, askedTwice: Bool) {
+            var config = Lookup.Configuration()
+            config.disjointPaths = paths
+            config.alpha = 1
+            // The nearest seed is a Sybil, the next one honest and far from the target.
+            let farHonest = honest.filter { $0 != target }.max { DHTKey(peer: $0).distance(to: t) < DHTKey(peer: $1).distance(to: t) }!
+            var lookup = Lookup(target: t, seeds: [(sybils[0], []), (farHonest, [])], configuration: config, answersNeeded: 3)
+            var pending = lookup.start(now: Date())
+            var asked: [PeerID] = []
+            while let a = pending.first, !lookup.isFinished {
+                pending.removeFirst()
+                guard case .query(let p, _) = a else { continue }
+                asked.append(p)
+                pending += lookup.received(from: p, closer: answer(p))
+            }
+            XCTAssertTrue(lookup.isFinished)
+            let paths = Dictionary(lookup.candidates.map { ($0.peer, $0.path) }, uniquingKeysWith: { a, _ in a })
+            if paths.count > 1 { XCTAssertEqual(Set(sybils.compactMap { paths[$0] }), [0], "every Sybil stays on the path that met them") }
+            return (lookup.closestResponded.contains { $0.peer == target }, Set(asked).count != asked.count)
+        }
+        let one = run(paths: 1), two = run(paths: 2)
+        XCTAssertFalse(one.found, "one path: the three closest answers are Sybils and the lookup ends there")
+        XCTAssertTrue(two.found, "two disjoint paths: the honest path reaches the target")
+        XCTAssertFalse(two.askedTwice)
+    }
+
     func testSoftTimeoutFreesASlotAndALateAnswerStillCounts() {
         let seeds = (0..<6).map { _ in (PrivateKey.generate().peerID, [Multiaddr]()) }
         var lookup = Lookup(target: DHTKey(hashing: [9]), seeds: seeds)

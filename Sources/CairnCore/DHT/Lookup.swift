@@ -55,6 +55,12 @@ public struct Lookup: Sendable {
         public var minHardTimeout: TimeInterval = 0.75
         /// Candidates kept at most (the farthest are dropped): bounds memory against floods.
         public var maxCandidates = 200
+        /// Disjoint paths (S/Kademlia): the seeds are dealt round-robin to d paths, a peer learned
+        /// from an answer joins its answerer's path unless another path knows it already, and
+        /// each path runs as a lookup of its own (α in flight, its closest must answer); the
+        /// lookup ends when every path has. A few Sybil peers on one path cannot then hide the
+        /// target from the others. 1 is the plain lookup.
+        public var disjointPaths = 1
         public init() {}
     }
 
@@ -77,6 +83,8 @@ public struct Lookup: Sendable {
         public var state: State
         /// 1 for seeds; n+1 for a peer learned from an answer at hop n.
         public let hop: Int
+        /// The disjoint path it belongs to (0 in a plain lookup).
+        public let path: Int
     }
 
     public enum Action: Sendable, Equatable {
@@ -102,10 +110,11 @@ public struct Lookup: Sendable {
         self.answersNeeded = min(max(answersNeeded ?? configuration.k, 1), configuration.k)
         self.local = local
         self.timeouts = Timeouts(soft: configuration.requestTimeout, hard: configuration.requestTimeout)
-        for (p, a) in seeds { insert(p, a, hop: 1) }
+        let paths = max(1, configuration.disjointPaths)
+        for (i, (p, a)) in seeds.enumerated() { insert(p, a, hop: 1, path: i % paths) }
     }
 
-    private mutating func insert(_ peer: PeerID, _ addrs: [Multiaddr], hop: Int) {
+    private mutating func insert(_ peer: PeerID, _ addrs: [Multiaddr], hop: Int, path: Int) {
         if peer == local { return }
         if let i = candidates.firstIndex(where: { $0.peer == peer }) {
             if candidates[i].addresses.isEmpty { candidates[i].addresses = addrs }
@@ -114,7 +123,7 @@ public struct Lookup: Sendable {
         let d = DHTKey(peer: peer).distance(to: target)
         let at = candidates.firstIndex { d < $0.distance } ?? candidates.count
         guard at < configuration.maxCandidates else { return }
-        candidates.insert(Candidate(peer: peer, distance: d, addresses: addrs, state: .waiting, hop: hop), at: at)
+        candidates.insert(Candidate(peer: peer, distance: d, addresses: addrs, state: .waiting, hop: hop, path: path), at: at)
         if candidates.count > configuration.maxCandidates { candidates.removeLast() }
     }
 
@@ -151,8 +160,8 @@ public struct Lookup: Sendable {
     public mutating func received(from peer: PeerID, closer: [(PeerID, [Multiaddr])], now: Date = Date()) -> [Action] {
         guard let i = candidates.firstIndex(where: { $0.peer == peer }), case .inFlight = candidates[i].state else { return advance(now) }
         candidates[i].state = .responded
-        let hop = candidates[i].hop + 1
-        for (p, a) in closer { insert(p, a, hop: hop) }
+        let hop = candidates[i].hop + 1, path = candidates[i].path
+        for (p, a) in closer { insert(p, a, hop: hop, path: path) }
         return advance(now)
     }
 
@@ -179,10 +188,27 @@ public struct Lookup: Sendable {
 
     private mutating func advance(_ now: Date) -> [Action] {
         guard !isFinished else { return [] }
+        var actions: [Action] = []
+        var allDone = true
+        for path in 0..<max(1, configuration.disjointPaths) {
+            let (done, queries) = advance(path: path, now)
+            if !done { allDone = false }
+            actions += queries
+        }
+        if allDone {
+            isFinished = true
+            return [.finished]
+        }
+        return actions
+    }
+
+    /// One path: whether it is done, else the requests that keep its α slots useful.
+    private mutating func advance(path: Int, _ now: Date) -> (done: Bool, [Action]) {
         let soft = timeouts.soft
         func counts(_ c: Candidate) -> Bool {
             // Failed peers, and requests past their soft timeout, are not among the peers the
             // lookup waits for (a late answer is still taken while it runs).
+            guard c.path == path else { return false }
             switch c.state {
             case .failed: return false
             case .inFlight(let since): return now.timeIntervalSince(since) < soft
@@ -199,13 +225,15 @@ public struct Lookup: Sendable {
         }
         // Too few peers count: wait for the slow ones still in flight rather than end empty-handed
         // (a lone bootstrap peer on a slow link).
-        if allAnswered && needed < answersNeeded && inFlightCount > 0 { allAnswered = false }
-        if allAnswered {
-            isFinished = true
-            return [.finished]
-        }
+        let pathInFlight = candidates.lazy.filter { c in
+            guard c.path == path, case .inFlight = c.state else { return false }
+            return true
+        }.count
+        if allAnswered && needed < answersNeeded && pathInFlight > 0 { allAnswered = false }
+        if allAnswered { return (true, []) }
         // Keep α requests useful: those past their soft timeout no longer take a slot.
         var inFlight = candidates.lazy.filter {
+            guard $0.path == path else { return false }
             if case .inFlight(let since) = $0.state { return now.timeIntervalSince(since) < soft }
             return false
         }.count
@@ -221,6 +249,6 @@ public struct Lookup: Sendable {
                 actions.append(.query(candidates[i].peer, candidates[i].addresses))
             }
         }
-        return actions
+        return (false, actions)
     }
 }

@@ -72,7 +72,8 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     // Event-loop confined.
     var machine: SecureConnectionMachine
     var streams: [UInt32: MuxedStream] = [:]
-    var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>)] = [:]
+    /// Yamux pings in flight: `muxerPing`'s (with a promise) and the round-trip probe's.
+    var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>?)] = [:]
     var nextPingID: UInt32 = 1
     var closeReason: ConnectionError?
     /// Set by the swarm's keep-alive rule: close as soon as no stream is open, if the condition
@@ -171,6 +172,8 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
                 // Observers first, so anyone woken by the promise finds the connection registered.
                 onEstablished?(self)
                 establishedPromise.succeed(remote)
+                // After this batch: frames already encrypted in it must leave before the ping's.
+                eventLoop.execute { self.probeRoundTrip() }
             case .stream(let event):
                 flushPending()
                 handle(event)
@@ -200,7 +203,7 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
         for s in all { s.fail(.connectionClosed("\(reason)")) }
         let p = pings
         pings = [:]
-        for (_, v) in p { v.promise.fail(reason) }
+        for (_, v) in p { v.promise?.fail(reason) }
     }
 
     private func handle(_ event: YamuxSession.Event) {
@@ -231,7 +234,10 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
             streams[id]?.flushed()
         case .pong(let opaque):
             if let p = pings.removeValue(forKey: opaque) {
-                p.promise.succeed(.nanoseconds(Int64(NIODeadline.now().uptimeNanoseconds - p.sent.uptimeNanoseconds)))
+                let rtt = NIODeadline.now().uptimeNanoseconds - p.sent.uptimeNanoseconds
+                // Every round trip measured tunes the streams' windows.
+                machine.setRoundTrip(Double(rtt) / 1e9)
+                p.promise?.succeed(.nanoseconds(Int64(rtt)))
             }
         case .goAway(let code):
             logger.debug("peer sent GoAway", metadata: ["code": "\(code)"])
@@ -292,7 +298,15 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     }
 
     func streamConsumed(_ id: UInt32, _ count: Int) {
-        perform(machine.consumed(id, count))
+        perform(machine.consumed(id, count, now: Double(NIODeadline.now().uptimeNanoseconds) / 1e9))
+    }
+
+    /// Measures the round trip with a Yamux ping (event loop), for window tuning.
+    func probeRoundTrip() {
+        let id = nextPingID
+        nextPingID &+= 1
+        pings[id] = (NIODeadline.now(), nil)
+        perform(machine.ping(id))
     }
 
     // MARK: Public API
