@@ -74,6 +74,8 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     var streams: [UInt32: MuxedStream] = [:]
     /// Yamux pings in flight: `muxerPing`'s (with a promise) and the round-trip probe's.
     var pings: [UInt32: (sent: NIODeadline, promise: EventLoopPromise<TimeAmount>?)] = [:]
+    /// A round-trip probe was sent (event-loop confined).
+    var roundTripProbed = false
     var nextPingID: UInt32 = 1
     var closeReason: ConnectionError?
     /// Set by the swarm's keep-alive rule: close as soon as no stream is open, if the condition
@@ -172,8 +174,6 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
                 // Observers first, so anyone woken by the promise finds the connection registered.
                 onEstablished?(self)
                 establishedPromise.succeed(remote)
-                // After this batch: frames already encrypted in it must leave before the ping's.
-                eventLoop.execute { self.probeRoundTrip() }
             case .stream(let event):
                 flushPending()
                 handle(event)
@@ -298,6 +298,13 @@ public final class Connection: @unchecked Sendable, CustomStringConvertible, Has
     }
 
     func streamConsumed(_ id: UInt32, _ count: Int) {
+        if !roundTripProbed {
+            // The first data read on this connection: measure the round trip for window tuning
+            // (connections that never carry data are spared the ping). After the current batch
+            // of actions, whose frames were encrypted before the ping's.
+            roundTripProbed = true
+            eventLoop.execute { self.probeRoundTrip() }
+        }
         perform(machine.consumed(id, count, now: Double(NIODeadline.now().uptimeNanoseconds) / 1e9))
     }
 
