@@ -143,21 +143,7 @@ struct Bench: AsyncParsableCommand {
 
     /// Sends `mib` MiB over a new sink stream; MiB/s once the sink has counted them all.
     func sink(_ conn: Connection, mib: Int) async throws -> Double {
-        let stream = try await conn.openStream(["/bench/sink/1.0.0"])
-        let chunk = ByteBuffer(repeating: 0xab, count: 256 * 1024)
-        let total = UInt64(mib) << 20
-        let clock = ContinuousClock()
-        let t = clock.now
-        var sent: UInt64 = 0
-        while sent < total {
-            try await stream.write(chunk)
-            sent += UInt64(chunk.readableBytes)
-        }
-        await stream.closeWrite()
-        let ack = try await stream.readExactly(8)
-        let count = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard count == total else { throw ValidationError("sink counted \(count) bytes, sent \(total)") }
-        return Double(mib) / seconds(clock.now - t)
+        try await pushToSink(try await conn.openStream(["/bench/sink/1.0.0"]), mib: mib)
     }
 
     func oneConnection(_ client: Node, _ addr: Multiaddr) async throws {
@@ -198,6 +184,25 @@ func processCPUSeconds(_ pid: Int32) -> Double {
     // After "pid (comm)": field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
     guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
     return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// Sends `mib` MiB over a `/bench/sink/1.0.0` stream, half-closes and checks the sink's count;
+/// MiB/s once the sink has counted them all.
+func pushToSink(_ stream: MuxedStream, mib: Int) async throws -> Double {
+    let chunk = ByteBuffer(repeating: 0xab, count: 256 * 1024)
+    let total = UInt64(mib) << 20
+    let clock = ContinuousClock()
+    let t = clock.now
+    var sent: UInt64 = 0
+    while sent < total {
+        try await stream.write(chunk)
+        sent += UInt64(chunk.readableBytes)
+    }
+    await stream.closeWrite()
+    let ack = try await stream.readExactly(8)
+    let count = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    guard count == total else { throw ValidationError("sink counted \(count) bytes, sent \(total)") }
+    return Double(mib) / seconds(clock.now - t)
 }
 
 /// `/bench/sink/1.0.0`: counts what arrives until EOF, answers the count (8 bytes, big-endian).

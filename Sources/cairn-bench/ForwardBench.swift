@@ -38,19 +38,7 @@ func forwardBench(mib: Int, conns: Int, logger: Logger) async throws -> [String:
     let (connRate, connFailures) = conns > 0 ? try await connectionsThroughTCP(port: port, count: conns, group: group) : (0, 0)
 
     // One stream, directly.
-    let total = UInt64(mib) << 20
-    let chunk = ByteBuffer(repeating: 0xcd, count: 256 * 1024)
-    let clock = ContinuousClock()
-    let stream = try await a.openStream(to: b.peerID, protocols: ["/bench/sink/1.0.0"])
-    let t1 = clock.now
-    var sent: UInt64 = 0
-    while sent < total {
-        try await stream.write(chunk)
-        sent += UInt64(chunk.readableBytes)
-    }
-    await stream.closeWrite()
-    _ = try await stream.readExactly(8)
-    let direct = Double(mib) / seconds(clock.now - t1)
+    let direct = try await pushToSink(try await a.openStream(to: b.peerID, protocols: ["/bench/sink/1.0.0"]), mib: mib)
 
     try await sink.close()
     await a.shutdown()
