@@ -201,3 +201,52 @@ let stunTarget = FuzzTarget(
         return [req, ok.encode(), ok.encode(fingerprint: false), ok6.encode(), err.encode(), mi.encode(), unknown.encode(), indication.encode(),
                 STUNMessage(messageClass: .request, transactionID: tid).encode(fingerprint: false)]
     })
+
+// MARK: Port mapping
+
+/// One datagram from the gateway: decoded as NAT-PMP and as PCP, and fed to port-mapping clients
+/// waiting in each state (PCP request, NAT-PMP request, NAT-PMP address request, mapped).
+let portMappingTarget = FuzzTarget(
+    name: "port-mapping", summary: "NAT-PMP (RFC 6886) and PCP (RFC 6887) answers: decode, and the client in each state",
+    maxLength: PCP.maxMessageLength,
+    run: { b in
+        if let r = try? NATPMP.decodeResponse(b) {
+            check(b.count <= NATPMP.maxResponseLength, "NAT-PMP answer of \(b.count) bytes decoded")
+            if case .externalAddress(_, _, let a) = r { check(a.count == 4, "NAT-PMP address of \(a.count) bytes") }
+        }
+        if let r = try? PCP.decodeMapResponse(b) {
+            check([0, 4, 16].contains(r.externalAddress.count), "PCP address of \(r.externalAddress.count) bytes")
+        }
+        let nonce = [UInt8](repeating: 7, count: 12)
+        let config = PortMappingClient.Configuration(proto: .tcp, internalPort: 4001, clientAddress: [10, 0, 1, 2])
+        var pcp = PortMappingClient(configuration: config, nonce: nonce)
+        _ = pcp.start(now: 0)
+        var natpmp = pcp
+        _ = try? natpmp.received([0, 129, 0, 1, 0, 0, 0, 5], now: 0.01)  // "unsupported version": NAT-PMP next
+        var asking = natpmp
+        _ = try? asking.received([0, 130, 0, 0, 0, 0, 0, 5, 0x0f, 0xa1, 0x0f, 0xa1, 0, 0, 0x1c, 0x20], now: 0.02)
+        for var c in [pcp, natpmp, asking] {
+            for a in (try? c.received(b, now: 1)) ?? [] {
+                switch a {
+                case .send(let out): check(out.count <= PCP.maxMessageLength, "a request of \(out.count) bytes")
+                case .mapped(let m): check(m.lifetime > 0, "a mapping with no lifetime")
+                case .failed: break
+                }
+            }
+            if let d = c.nextDeadline() { _ = c.tick(now: d) }
+            _ = c.stop()
+        }
+    },
+    seeds: { _ in
+        let nonce = [UInt8](repeating: 7, count: 12)
+        var pcpOK: [UInt8] = [2, 0x81, 0, 0, 0, 0, 0x0e, 0x10, 0, 0, 0, 42] + [UInt8](repeating: 0, count: 12)
+        pcpOK += nonce + [6, 0, 0, 0, 0x0f, 0xa1, 0x9c, 0x41] + PCP.mapped([198, 18, 0, 11])
+        return [
+            pcpOK, pcpOK + [0x80, 0, 0, 4, 1, 2, 3, 4],
+            [2, 0x81, 0, 8] + [UInt8](repeating: 0, count: 20),
+            [0, 128, 0, 0, 0, 0, 0, 9, 198, 18, 0, 11],
+            [0, 130, 0, 0, 0, 0, 1, 0, 0x0f, 0xa1, 0x9c, 0x41, 0, 0, 0x0e, 0x10],
+            [0, 129, 0, 1, 0, 0, 0, 5],
+            PCP.mapRequest(.udp, client: [10, 0, 0, 1], nonce: nonce, internalPort: 1, suggestedExternalPort: 2, lifetime: 3),
+        ]
+    })

@@ -26,7 +26,7 @@ let allTargets: [FuzzTarget] = [
     noiseHandshakeTarget, noiseTransportTarget, secureConnectionTarget, yamuxTarget,
     identifyTarget, kadMessageTarget, kadRecordTarget, ipnsTarget, envelopeTarget,
     multiaddrTarget, peerIDTarget, cidTarget,
-    relayTarget, autonatTarget, dcutrTarget, stunTarget, p2pdTarget,
+    relayTarget, autonatTarget, dcutrTarget, stunTarget, p2pdTarget, portMappingTarget,
 ]
 
 nonisolated(unsafe) var selected: FuzzTarget?
