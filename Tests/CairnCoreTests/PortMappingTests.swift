@@ -147,3 +147,20 @@ final class PortMappingClientTests: XCTestCase {
         XCTAssertEqual(again[0][0], 2)
     }
 }
+
+final class DefaultGatewayTests: XCTestCase {
+    func testDefaultRoutesFromProcNetRoute() {
+        let text = """
+        Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+        wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+        eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+        eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+        tun0\t00000000\t0A0A0A0A\t0001\t0\t0\t0\t00000000\t0\t0\t0
+        garbage line
+        """
+        let gws = PortMapping.defaultGateways(procNetRoute: text)
+        XCTAssertEqual(gws.map(\.interface), ["eth0", "wlan0"], "lowest metric first; the route without the gateway flag is not one")
+        XCTAssertEqual(gws.map(\.gateway), [[192, 0, 2, 1], [192, 168, 1, 1]])
+        XCTAssertTrue(PortMapping.defaultGateways(procNetRoute: "").isEmpty)
+    }
+}

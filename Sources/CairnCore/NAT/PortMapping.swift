@@ -377,3 +377,22 @@ private func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
 private func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
 private func readBE16(_ b: [UInt8], _ i: Int) -> UInt16 { UInt16(b[i]) << 8 | UInt16(b[i + 1]) }
 private func readBE32(_ b: [UInt8], _ i: Int) -> UInt32 { b[i..<i + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+
+extension PortMapping {
+    /// IPv4 default routes from Linux's `/proc/net/route` text: (interface, gateway), lowest metric
+    /// first. Fields are hexadecimal in host byte order (little-endian here); only routes with
+    /// destination and mask 0 and the gateway flag (0x2) up (0x1) count. Lines that do not parse
+    /// are skipped; at most `maxLines` are read.
+    public static func defaultGateways(procNetRoute text: String, maxLines: Int = 4096) -> [(interface: String, gateway: [UInt8])] {
+        var found: [(String, [UInt8], Int)] = []
+        for line in text.split(separator: "\n").dropFirst().prefix(maxLines) {
+            let f = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+            guard f.count >= 8, f[1] == "00000000", f[7] == "00000000",
+                  let gw = UInt32(f[2], radix: 16), gw != 0, let flags = UInt32(f[3], radix: 16), flags & 0x3 == 0x3,
+                  let metric = Int(f[6]) else { continue }
+            let bytes = withUnsafeBytes(of: gw.littleEndian, Array.init)
+            found.append((String(f[0]), bytes, metric))
+        }
+        return found.sorted { $0.2 < $1.2 }.map { ($0.0, $0.1) }
+    }
+}
