@@ -207,7 +207,7 @@ let stunTarget = FuzzTarget(
 /// One datagram from the gateway: decoded as NAT-PMP and as PCP, and fed to port-mapping clients
 /// waiting in each state (PCP request, NAT-PMP request, NAT-PMP address request, mapped).
 let portMappingTarget = FuzzTarget(
-    name: "port-mapping", summary: "NAT-PMP (RFC 6886) and PCP (RFC 6887) answers: decode, and the client in each state",
+    name: "port-mapping", summary: "NAT-PMP (RFC 6886), PCP (RFC 6887) and UPnP IGD answers: decode, and the client in each state",
     maxLength: PCP.maxMessageLength,
     run: { b in
         if let r = try? NATPMP.decodeResponse(b) {
@@ -217,6 +217,10 @@ let portMappingTarget = FuzzTarget(
         if let r = try? PCP.decodeMapResponse(b) {
             check([0, 4, 16].contains(r.externalAddress.count), "PCP address of \(r.externalAddress.count) bytes")
         }
+        // The same bytes as UPnP IGD answers: SSDP, a device description, a SOAP answer.
+        if let r = try? UPnP.parseSearchResponse(b) { check(r.location.host.count == 4, "an SSDP location host of \(r.location.host.count) bytes") }
+        _ = try? UPnP.connectionService(description: b, base: UPnP.URLParts(host: [10, 0, 1, 1], port: 5000, path: "/rootDesc.xml"))
+        _ = try? UPnP.parseSOAPResponse(b, action: "GetExternalIPAddress")
         let nonce = [UInt8](repeating: 7, count: 12)
         let config = PortMappingClient.Configuration(proto: .tcp, internalPort: 4001, clientAddress: [10, 0, 1, 2])
         var pcp = PortMappingClient(configuration: config, nonce: nonce)
@@ -248,5 +252,11 @@ let portMappingTarget = FuzzTarget(
             [0, 130, 0, 0, 0, 0, 1, 0, 0x0f, 0xa1, 0x9c, 0x41, 0, 0, 0x0e, 0x10],
             [0, 129, 0, 1, 0, 0, 0, 5],
             PCP.mapRequest(.udp, client: [10, 0, 0, 1], nonce: nonce, internalPort: 1, suggestedExternalPort: 2, lifetime: 3),
+            Array("HTTP/1.1 200 OK\r\nST: \(UPnP.gatewayType)\r\nLOCATION: http://10.0.1.1:5000/rootDesc.xml\r\n\r\n".utf8),
+            Array(("<root><device><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>"
+                   + "<controlURL>/ctl/IPConn</controlURL></service></serviceList></device></root>").utf8),
+            Array(("HTTP/1.1 200 OK\r\n\r\n<s:Envelope><s:Body><u:GetExternalIPAddressResponse><NewExternalIPAddress>198.18.0.11"
+                   + "</NewExternalIPAddress></u:GetExternalIPAddressResponse></s:Body></s:Envelope>").utf8),
+            Array("HTTP/1.1 500 x\r\n\r\n<UPnPError><errorCode>718</errorCode><errorDescription>x</errorDescription></UPnPError>".utf8),
         ]
     })
