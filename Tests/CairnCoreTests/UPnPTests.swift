@@ -83,3 +83,68 @@ final class UPnPTests: XCTestCase {
         XCTAssertThrowsError(try UPnP.parseSOAPResponse(Array("garbage".utf8), action: "AddPortMapping"))
     }
 }
+
+/// The UPnP mapping client over a scripted gateway.
+final class UPnPMappingClientTests: XCTestCase {
+    let location = "http://10.0.1.1:5000/rootDesc.xml"
+    var ssdp: [UInt8] {
+        Array("HTTP/1.1 200 OK\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nLOCATION: \(location)\r\n\r\n".utf8)
+    }
+    let description = Array(("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n\r\n<root><device><serviceList><service>"
+        + "<serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>/ctl/IPConn</controlURL>"
+        + "</service></serviceList></device></root>").utf8)
+    func soap(_ action: String, _ inner: String = "") -> [UInt8] {
+        Array("HTTP/1.1 200 OK\r\n\r\n<s:Envelope><s:Body><u:\(action)Response>\(inner)</u:\(action)Response></s:Body></s:Envelope>".utf8)
+    }
+
+    func testDiscoversMapsAsksTheAddressRenewsAndDeletes() throws {
+        var c = UPnPMappingClient(configuration: .init(proto: .tcp, internalPort: 4001, internalClient: [10, 0, 1, 2], gateway: [10, 0, 1, 1]))
+        XCTAssertEqual(c.start(now: 0), [.search(UPnP.searchRequest())])
+        // Another host on the LAN answering the search is ignored.
+        XCTAssertEqual(try c.ssdpReceived(Array(String(decoding: ssdp, as: UTF8.self).replacingOccurrences(of: "10.0.1.1", with: "10.0.1.66").utf8), now: 0.1), [])
+        let get = try c.ssdpReceived(ssdp, now: 0.1)
+        let root = UPnP.URLParts(host: [10, 0, 1, 1], port: 5000, path: "/rootDesc.xml")
+        XCTAssertEqual(get, [.http(root, UPnP.getRequest(root))])
+        let control = UPnP.URLParts(host: [10, 0, 1, 1], port: 5000, path: "/ctl/IPConn")
+        guard case .http(let url, let add)? = c.httpResponse(description, now: 0.2).first else { return XCTFail() }
+        XCTAssertEqual(url, control)
+        XCTAssertTrue(String(decoding: add, as: UTF8.self).contains("#AddPortMapping"))
+        guard case .http(_, let ask)? = c.httpResponse(soap("AddPortMapping"), now: 0.3).first else { return XCTFail() }
+        XCTAssertTrue(String(decoding: ask, as: UTF8.self).contains("#GetExternalIPAddress"))
+        let done = c.httpResponse(soap("GetExternalIPAddress", "<NewExternalIPAddress>198.18.0.11</NewExternalIPAddress>"), now: 0.4)
+        XCTAssertEqual(done, [.mapped(.init(dialect: .upnp, externalPort: 4001, externalAddress: [198, 18, 0, 11], lifetime: 3600), gateway: control)])
+        XCTAssertEqual(c.nextDeadline() ?? 0, 1800.4, accuracy: 1e-9)
+        guard case .http(_, let renew)? = c.tick(now: 1800.4).first else { return XCTFail("renewal") }
+        XCTAssertTrue(String(decoding: renew, as: UTF8.self).contains("#AddPortMapping"))
+        _ = c.httpResponse(soap("AddPortMapping"), now: 1800.5)
+        _ = c.httpResponse(soap("GetExternalIPAddress", "<NewExternalIPAddress>198.18.0.11</NewExternalIPAddress>"), now: 1800.6)
+        XCTAssertTrue(c.isMapped)
+        guard case .http(_, let delete)? = c.stop().first else { return XCTFail() }
+        XCTAssertTrue(String(decoding: delete, as: UTF8.self).contains("#DeletePortMapping"))
+    }
+
+    func testAFaultOrSilenceEndsTheAttempt() throws {
+        var c = UPnPMappingClient(configuration: .init(proto: .udp, internalPort: 4001, internalClient: [10, 0, 1, 2], gateway: nil))
+        _ = c.start(now: 0)
+        _ = try c.ssdpReceived(ssdp, now: 0.1)
+        _ = c.httpResponse(description, now: 0.2)
+        let fault = Array(("HTTP/1.1 500 Internal Server Error\r\n\r\n<UPnPError><errorCode>718</errorCode>"
+            + "<errorDescription>ConflictInMappingEntry</errorDescription></UPnPError>").utf8)
+        guard case .failed(let why)? = c.httpResponse(fault, now: 0.3).first else { return XCTFail() }
+        XCTAssertTrue(why.contains("718"), why)
+        XCTAssertFalse(c.isMapped)
+        // Nobody answers the search: three tries, then give up.
+        var d = UPnPMappingClient(configuration: .init(proto: .udp, internalPort: 4001, internalClient: [10, 0, 1, 2], gateway: nil))
+        _ = d.start(now: 0)
+        var searches = 1, failed = false
+        while let t = d.nextDeadline() {
+            for a in d.tick(now: t) {
+                if case .search = a { searches += 1 }
+                if case .failed = a { failed = true }
+            }
+        }
+        XCTAssertEqual(searches, 3)
+        XCTAssertTrue(failed)
+        XCTAssertThrowsError(try d.ssdpReceived(Array("junk".utf8), now: 10))
+    }
+}

@@ -181,7 +181,9 @@ public struct PortMappingClient: Sendable {
         }
     }
 
-    public enum Dialect: String, Sendable, Equatable { case pcp = "PCP", natpmp = "NAT-PMP" }
+    /// How a mapping was made (this client speaks PCP and NAT-PMP; `UPnPMappingClient` reports
+    /// its mappings as `.upnp`).
+    public enum Dialect: String, Sendable, Equatable { case pcp = "PCP", natpmp = "NAT-PMP", upnp = "UPnP IGD" }
 
     /// A mapping the gateway says it made. Claims only: the external address in particular is
     /// one more vote, to be confirmed before anyone is told to dial it.
@@ -242,6 +244,8 @@ public struct PortMappingClient: Sendable {
                                          lifetime: lifetime ?? c.lifetime))]
         case .natpmp:
             return [.send(NATPMP.mapRequest(c.proto, internalPort: c.internalPort, suggestedExternalPort: suggested, lifetime: lifetime ?? c.lifetime))]
+        case .upnp:
+            return []  // `UPnPMappingClient`'s, never this client's
         }
     }
 
@@ -289,6 +293,8 @@ public struct PortMappingClient: Sendable {
                                          suggestedExternalPort: 0, lifetime: 0))]
         case .natpmp:
             return [.send(NATPMP.mapRequest(c.proto, internalPort: c.internalPort, suggestedExternalPort: 0, lifetime: 0))]
+        case .upnp:
+            return []  // `UPnPMappingClient`'s, never this client's
         }
     }
 

@@ -233,3 +233,166 @@ public enum UPnP {
             .replacingOccurrences(of: "&apos;", with: "'").replacingOccurrences(of: "&amp;", with: "&")
     }
 }
+
+extension UPnP {
+    /// An HTTP GET (the device description), one request per connection.
+    public static func getRequest(_ url: URLParts) -> [UInt8] {
+        Array("GET \(url.path) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nConnection: close\r\n\r\n".utf8)
+    }
+}
+
+/// Keeps one UPnP IGD port mapping, sans-I/O: SSDP search, the device description, AddPortMapping,
+/// GetExternalIPAddress, renewal at half the lease, DeletePortMapping on stop. The owner sends
+/// `.search` to 239.255.255.250:1900 from a UDP socket, carries out each `.http` exchange (a TCP
+/// connection to the URL's host and port, the request, the whole answer until the gateway closes,
+/// at most `UPnP.maxDocumentLength`), and feeds back what came. Time is seconds on any monotonic
+/// clock. The external address is the gateway's claim, to be confirmed before it is advertised.
+public struct UPnPMappingClient: Sendable {
+    public struct Configuration: Sendable {
+        public var proto: PortMapping.TransportProtocol
+        public var internalPort: UInt16
+        /// Our address on the LAN (the mapping's internal client).
+        public var internalClient: [UInt8]
+        /// The default gateway: answers naming another host are ignored (anyone on the LAN can
+        /// answer an SSDP search). Nil accepts the first answer.
+        public var gateway: [UInt8]?
+        public var lifetime: UInt32 = 3600
+        public var searchAttempts = 3
+        public var searchTimeout = 1.0
+
+        public init(proto: PortMapping.TransportProtocol, internalPort: UInt16, internalClient: [UInt8], gateway: [UInt8]?) {
+            self.proto = proto
+            self.internalPort = internalPort
+            self.internalClient = internalClient
+            self.gateway = gateway
+        }
+    }
+
+    public enum Action: Sendable, Equatable {
+        case search([UInt8])
+        case http(UPnP.URLParts, [UInt8])
+        case mapped(PortMappingClient.Mapping, gateway: UPnP.URLParts)
+        case failed(String)
+    }
+
+    enum Phase: Sendable, Equatable {
+        case idle
+        case searching(attempt: Int, sentAt: Double)
+        case describing(UPnP.URLParts)
+        case adding
+        case askingAddress
+        case mapped(renewAt: Double)
+        case stopped
+        case failed
+    }
+
+    public let configuration: Configuration
+    var phase: Phase = .idle
+    /// The connection service found in the description.
+    public private(set) var service: (type: String, control: UPnP.URLParts)?
+    public private(set) var mapping: PortMappingClient.Mapping?
+
+    public init(configuration: Configuration) { self.configuration = configuration }
+
+    public var isMapped: Bool { if case .mapped = phase { return true }; return false }
+
+    public mutating func start(now: Double) -> [Action] {
+        guard case .idle = phase else { return [] }
+        phase = .searching(attempt: 1, sentAt: now)
+        return [.search(UPnP.searchRequest())]
+    }
+
+    public func nextDeadline() -> Double? {
+        switch phase {
+        case .searching(let attempt, let sentAt): return sentAt + configuration.searchTimeout * Double(attempt)
+        case .mapped(let renewAt): return renewAt
+        default: return nil
+        }
+    }
+
+    public mutating func tick(now: Double) -> [Action] {
+        guard let d = nextDeadline(), now >= d else { return [] }
+        switch phase {
+        case .searching(let attempt, _):
+            guard attempt < configuration.searchAttempts else {
+                phase = .failed
+                return [.failed("no UPnP gateway answered the SSDP search")]
+            }
+            phase = .searching(attempt: attempt + 1, sentAt: now)
+            return [.search(UPnP.searchRequest())]
+        case .mapped:
+            return add()
+        default:
+            return []
+        }
+    }
+
+    /// A datagram that came back to the search socket.
+    public mutating func ssdpReceived(_ bytes: [UInt8], now: Double) throws(UPnP.ParseError) -> [Action] {
+        let r = try UPnP.parseSearchResponse(bytes)
+        guard case .searching = phase else { return [] }
+        guard r.searchTarget.hasPrefix("urn:schemas-upnp-org:device:InternetGatewayDevice:") else { return [] }
+        if let gw = configuration.gateway, r.location.host != gw { return [] }
+        phase = .describing(r.location)
+        return [.http(r.location, UPnP.getRequest(r.location))]
+    }
+
+    private mutating func add() -> [Action] {
+        guard let s = service else { return [] }
+        phase = .adding
+        let port = mapping?.externalPort ?? configuration.internalPort
+        return [.http(s.control, UPnP.addPortMapping(serviceType: s.type, control: s.control, externalPort: port, proto: configuration.proto,
+                                                      internalPort: configuration.internalPort, internalClient: configuration.internalClient,
+                                                      lifetime: configuration.lifetime))]
+    }
+
+    /// The whole answer to the last `.http` request. A bad answer ends the attempt with `.failed`
+    /// (the reason says what was wrong); nothing is thrown.
+    public mutating func httpResponse(_ bytes: [UInt8], now: Double) -> [Action] {
+        do {
+            switch phase {
+            case .describing(let location):
+                service = try UPnP.connectionService(description: Array(try UPnP.parseHTTP(bytes).2), base: location)
+                return add()
+            case .adding:
+                _ = try UPnP.parseSOAPResponse(bytes, action: "AddPortMapping")
+                mapping = PortMappingClient.Mapping(dialect: .upnp, externalPort: mapping?.externalPort ?? configuration.internalPort,
+                                                    externalAddress: mapping?.externalAddress, lifetime: configuration.lifetime)
+                phase = .askingAddress
+                let s = service!
+                return [.http(s.control, UPnP.getExternalIPAddress(serviceType: s.type, control: s.control))]
+            case .askingAddress:
+                let out = try UPnP.parseSOAPResponse(bytes, action: "GetExternalIPAddress")
+                if let text = out["NewExternalIPAddress"] {
+                    let octets = text.split(separator: ".").compactMap { UInt8($0) }
+                    if octets.count == 4, octets != [0, 0, 0, 0] { mapping?.externalAddress = octets }
+                }
+                phase = .mapped(renewAt: now + Double(configuration.lifetime) / 2)
+                return [.mapped(mapping!, gateway: service!.control)]
+            default:
+                return []
+            }
+        } catch {
+            phase = .failed
+            return [.failed("\(error)")]
+        }
+    }
+
+    /// An `.http` exchange could not be made (connection refused, timeout).
+    public mutating func httpFailed(_ reason: String) -> [Action] {
+        switch phase {
+        case .describing, .adding, .askingAddress:
+            phase = .failed
+            return [.failed("UPnP gateway: \(reason)")]
+        default:
+            return []
+        }
+    }
+
+    /// Deletes the mapping; the answer does not matter.
+    public mutating func stop() -> [Action] {
+        defer { phase = .stopped }
+        guard let s = service, let m = mapping else { return [] }
+        return [.http(s.control, UPnP.deletePortMapping(serviceType: s.type, control: s.control, externalPort: m.externalPort, proto: configuration.proto))]
+    }
+}
