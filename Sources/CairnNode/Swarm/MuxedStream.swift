@@ -138,8 +138,10 @@ public final class MuxedStream: @unchecked Sendable, CustomStringConvertible {
         eventLoop.assertInEventLoop()
         if call.cancelled { return eventLoop.makeFailedFuture(CancellationError()) }
         if inbound.readableBytes > 0 {
-            let n = Swift.min(max, inbound.readableBytes)
-            let chunk = inbound.read(upTo: n)
+            // One queued chunk (or a slice of it): possibly fewer bytes than asked for, and only
+            // those are consumed.
+            let chunk = inbound.read(upTo: max)
+            let n = chunk.readableBytes
             let credited = Swift.min(n, creditedInbound)
             creditedInbound -= credited
             if n > credited { connection.streamConsumed(id, n - credited) }
