@@ -92,35 +92,17 @@ struct Bench: AsyncParsableCommand {
         var quiet = Logger(label: "bench")
         quiet.logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let cairn = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cairn").path
-        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bench-relay-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dataDir) }
-        let relay = Process()
-        relay.executableURL = URL(fileURLWithPath: cairn)
-        relay.arguments = ["node", "--data-dir", dataDir.path, "--listen", "/ip4/127.0.0.1/tcp/0", "--relay", "--relay-when", "always",
-                           "--relay-max-circuit-bytes", "\(UInt64(1) << 40)", "--relay-max-circuit-seconds", "86400",
-                           "--auto-relay", "off", "--no-stun", "--peers-file", "/dev/null", "--log-level", "error"]
-        let out = Pipe()
-        relay.standardOutput = out
-        let logLevel = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"]
-        if let logLevel { relay.arguments! += ["--log-level", logLevel] } else { relay.standardError = FileHandle.nullDevice }
-        try relay.run()
-        defer { relay.terminate(); relay.waitUntilExit() }
-        var relayAddr: Multiaddr?
-        var buffered = ""
-        while relayAddr == nil {
-            let d = out.fileHandleForReading.availableData
-            guard !d.isEmpty else { throw ValidationError("the relay process exited") }
-            buffered += String(decoding: d, as: UTF8.self)
-            if let line = buffered.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }) {
-                relayAddr = try Multiaddr(String(line.dropFirst("listening on ".count)))
-            }
-        }
+        let (relay, relayAddr, dataDir) = try startNodeProcess(cairn: cairn, arguments: [
+            "--listen", "/ip4/127.0.0.1/tcp/0", "--relay", "--relay-when", "always",
+            "--relay-max-circuit-bytes", "\(UInt64(1) << 40)", "--relay-max-circuit-seconds", "86400",
+            "--auto-relay", "off", "--no-stun", "--peers-file", "/dev/null", "--log-level", "error"])
+        defer { relay.terminate(); relay.waitUntilExit(); try? FileManager.default.removeItem(at: dataDir) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let b = Node(identity: .generate(), group: group, logger: quiet)
         let bClient = RelayClient(node: b, logger: quiet)
         serveSink(on: b)
         let bAddr = try await b.listen([Multiaddr("/ip4/127.0.0.1/tcp/0")])[0].appending(.p2p(b.peerID))
-        let held = try await bClient.reserve(on: try await b.dial(relayAddr!))
+        let held = try await bClient.reserve(on: try await b.dial(relayAddr))
         let a = Node(identity: .generate(), group: group, logger: quiet)
         _ = RelayClient(node: a, logger: quiet)
 

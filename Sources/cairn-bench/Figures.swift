@@ -116,7 +116,8 @@ func residentKiB(_ pid: Int32) -> Int {
 }
 
 /// Starts `cairn node` with `arguments` (plus a scratch data directory) and waits for its
-/// "listening on" line; the process and the address it listens on.
+/// "listening on" line; the process, the address it listens on and the data directory (the
+/// caller removes it). `CAIRN_BENCH_LOG=<level>` sets its log level and keeps its stderr.
 func startNodeProcess(cairn: String, arguments: [String]) throws -> (Process, Multiaddr, URL) {
     let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-bench-\(UUID().uuidString)")
     let p = Process()
@@ -124,7 +125,9 @@ func startNodeProcess(cairn: String, arguments: [String]) throws -> (Process, Mu
     p.arguments = ["node", "--data-dir", dataDir.path] + arguments
     let out = Pipe()
     p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
+    if let level = ProcessInfo.processInfo.environment["CAIRN_BENCH_LOG"] { p.arguments! += ["--log-level", level] } else {
+        p.standardError = FileHandle.nullDevice
+    }
     try p.run()
     var buffered = ""
     while true {
