@@ -7,6 +7,16 @@
 #   natlab.sh down PREFIX         delete every namespace named PREFIX-* (idempotent)
 #   natlab.sh flush PREFIX        conntrack -F (and forget full-cone mappings) in every router
 #   natlab.sh gc                  `down` every lab whose owner process has died (after a crash)
+#   natlab.sh upnpd PREFIX NAME start [--only upnp|pmp] [--claim IP]
+#                                 start miniupnpd (UPnP IGD, NAT-PMP and PCP) on `upnp` router NAME
+#   natlab.sh upnpd PREFIX NAME stop
+#                                 stop it and forget its mappings, as a reboot does
+#
+# miniupnpd 2.3.1 refuses to forward ports while its WAN address is reserved (198.18.0.0/15 is),
+# unless it learns its "public" address by STUN: `upnpd start` runs bootstrap/lab-stun-responder.py
+# on 198.18.0.2:(3478+X) in the wan namespace for it. `--claim IP` makes that responder (and so
+# the gateway) claim IP as the external address: a lying gateway. `--only upnp` serves UPnP IGD
+# alone, `--only pmp` NAT-PMP and PCP alone. Files (config, log, pid) are in /run/natlab/PREFIX.d/.
 #
 # `up` records its owner (env NATLAB_OWNER, default the calling process) in /run/natlab/PREFIX;
 # `down` removes the record.
@@ -16,6 +26,8 @@
 #   home       endpoint-independent mapping, address-and-port-dependent filtering (masquerade)
 #   symmetric  address-and-port-dependent mapping (masquerade fully-random)
 #   open       no NAT: a routed public host behind a stateful firewall that admits inbound to it
+#   upnp       a home router (as `home`) whose nftables layout lets miniupnpd add port mappings;
+#              the daemon is started and stopped with `upnpd` (below)
 # e.g. `natlab.sh up cl1a2b pub:3 fullcone:a home:b symmetric:c open:d`.
 #
 # Topology (nothing routes off the machine; no namespace has a default route except LAN hosts):
@@ -36,7 +48,7 @@ set -euo pipefail
 
 log() { echo "natlab: $*" >&2; }
 die() { log "$*"; exit 1; }
-usage() { die "usage: natlab.sh up PREFIX SPEC... | down PREFIX | flush PREFIX | gc"; }
+usage() { die "usage: natlab.sh up PREFIX SPEC... | down PREFIX | flush PREFIX | gc | upnpd PREFIX NAME start|stop [OPTIONS]"; }
 OWNERS=/run/natlab
 
 check_prefix() {
@@ -62,6 +74,7 @@ cmd_down() {
     done
     [ -z "$(lab_namespaces "$prefix")" ] || die "namespaces left: $(lab_namespaces "$prefix" | tr '\n' ' ')"
     rm -f "$OWNERS/$prefix"
+    rm -rf "${OWNERS:?}/$prefix.d"
 }
 
 cmd_gc() {
@@ -106,6 +119,9 @@ router_ruleset() {
             inbound='iifname "wan0" oifname "lan0" ct status dnat accept' ;;
         open)
             inbound="iifname \"wan0\" oifname \"lan0\" ip daddr $host accept" ;;
+        upnp)
+            upnp_ruleset
+            return ;;
     esac
     cat <<EOF
 table inet filter {
@@ -160,6 +176,133 @@ EOF
     fi
 }
 
+# A home router laid out as miniupnpd's nftables backend expects (Debian's nft_init.sh is
+# broken in bookworm): table inet filter with the chains `miniupnpd` (jumped to from forward),
+# `prerouting_miniupnpd` and `postrouting_miniupnpd` (jumped to from the NAT hooks).
+upnp_ruleset() {
+    cat <<EOF
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "wan0" ct state established,related accept
+        iifname "wan0" icmp type echo-request accept
+        iifname "wan0" ct state invalid counter drop comment "wan-invalid-drop"
+        iifname "wan0" ct state new counter drop comment "wan-new-drop"
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname "lan0" oifname "wan0" accept
+        jump miniupnpd
+        counter drop comment "fwd-drop"
+    }
+    chain miniupnpd {
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        jump prerouting_miniupnpd
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        jump postrouting_miniupnpd
+        oifname "wan0" masquerade
+    }
+    chain prerouting_miniupnpd {
+    }
+    chain postrouting_miniupnpd {
+    }
+}
+EOF
+}
+
+# Kills the process whose pid is in file $1 (if any) and waits for it to go.
+kill_pidfile() {
+    local f=$1 pid i
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f" 2>/dev/null || true)
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+cmd_upnpd() {
+    local prefix=$1 name=$2 action=$3; shift 3
+    check_prefix "$prefix"
+    local r="$prefix-r-$name" wan="$prefix-wan" dir="$OWNERS/$prefix.d" only="" claim="" wanip x i
+    ip netns list | awk '{print $1}' | grep -qx "$r" || die "no router $r"
+    ip netns exec "$r" nft list chain inet filter prerouting_miniupnpd >/dev/null 2>&1 || die "$r is not a upnp router"
+    while (($#)); do
+        case "$1" in
+            --only) only=$2; shift 2 ;;
+            --claim) claim=$2; shift 2 ;;
+            *) die "unknown upnpd option $1" ;;
+        esac
+    done
+    mkdir -p "$dir"
+    kill_pidfile "$dir/$name.miniupnpd.pid"
+    kill_pidfile "$dir/$name.stun.pid"
+    rm -f "$dir/$name.stun.log" "$dir/$name.miniupnpd.log"   # (a stale "ready" must not count)
+    # What a reboot loses: every mapping and every tracked flow.
+    ip netns exec "$r" nft flush chain inet filter prerouting_miniupnpd
+    ip netns exec "$r" nft flush chain inet filter postrouting_miniupnpd
+    ip netns exec "$r" nft flush chain inet filter miniupnpd
+    ip netns exec "$r" conntrack -F >/dev/null 2>&1 || true
+    [ "$action" = stop ] && return 0
+    [ "$action" = start ] || usage
+    [ -x /usr/sbin/miniupnpd ] || die "miniupnpd not found (apt-get install miniupnpd-nftables)"
+    local py=/usr/bin/python3
+    [ -x "$py" ] || py=$(command -v python3) || die "python3 not found (the lab's STUN responder)"
+    wanip=$(ip -n "$r" -4 -o addr show dev wan0 | awk '{print $4}' | cut -d/ -f1)
+    x=$((${wanip##*.} - 10))
+    # The STUN server miniupnpd asks for its external address, on the wan bridge.
+    ip -n "$wan" -4 -o addr show dev br0 | grep -q " 198.18.0.2/" || ip -n "$wan" addr add 198.18.0.2/15 dev br0
+    local stunport=$((3478 + x))
+    ip netns exec "$wan" "$py" "$(dirname "$0")/lab-stun-responder.py" 198.18.0.2 "$stunport" ${claim:+--claim "$claim"} \
+        >"$dir/$name.stun.log" 2>&1 </dev/null &
+    echo $! >"$dir/$name.stun.pid"
+    for ((i = 0; i < 200; i++)); do grep -q ready "$dir/$name.stun.log" 2>/dev/null && break; sleep 0.05; done
+    grep -q ready "$dir/$name.stun.log" || die "STUN responder did not start: $(cat "$dir/$name.stun.log")"
+    local upnp=yes natpmp=yes
+    case "$only" in
+        "") ;;
+        upnp) natpmp=no ;;
+        pmp) upnp=no ;;
+        *) die "--only takes upnp or pmp" ;;
+    esac
+    cat >"$dir/$name.miniupnpd.conf" <<EOF
+ext_ifname=wan0
+listening_ip=lan0
+http_port=5000
+enable_upnp=$upnp
+enable_natpmp=$natpmp
+ipv6_disable=yes
+secure_mode=yes
+system_uptime=no
+min_lifetime=2
+max_lifetime=86400
+uuid=6f1c2e4a-0b1d-4c1e-9a2b-0000000000$(printf '%02x' "$x")
+friendly_name=Cairn lab router $name
+ext_perform_stun=yes
+ext_stun_host=198.18.0.2
+ext_stun_port=$stunport
+allow 1024-65535 10.0.$x.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+    ip netns exec "$r" /usr/sbin/miniupnpd -f "$dir/$name.miniupnpd.conf" -P "$dir/$name.miniupnpd.pid.own" -d \
+        >"$dir/$name.miniupnpd.log" 2>&1 </dev/null &
+    echo $! >"$dir/$name.miniupnpd.pid"
+    # Up once it has learnt its address by STUN and listens.
+    for ((i = 0; i < 150; i++)); do
+        grep -qE "HTTP listening on port|Listening for NAT-PMP" "$dir/$name.miniupnpd.log" 2>/dev/null && break
+        kill -0 "$(cat "$dir/$name.miniupnpd.pid")" 2>/dev/null || die "miniupnpd exited: $(tail -5 "$dir/$name.miniupnpd.log")"
+        sleep 0.1
+    done
+    grep -qE "HTTP listening on port|Listening for NAT-PMP" "$dir/$name.miniupnpd.log" || die "miniupnpd not up: $(tail -5 "$dir/$name.miniupnpd.log")"
+}
+
 cmd_up() {
     local prefix=$1; shift
     check_prefix "$prefix"
@@ -178,11 +321,11 @@ cmd_up() {
             pub)
                 [[ "$name" =~ ^[0-9]+$ ]] && ((name >= 1 && name <= 99)) || die "bad spec '$spec' (pub:1..99)"
                 npub=$name ;;
-            fullcone|home|symmetric|open)
+            fullcone|home|symmetric|open|upnp)
                 [[ "$name" =~ ^[a-z0-9]{1,6}$ ]] || die "bad router name '$name' (1-6 chars of [a-z0-9])"
                 for n in "${names[@]+"${names[@]}"}"; do [ "$n" != "$name" ] || die "duplicate router name '$name'"; done
                 kinds+=("$kind"); names+=("$name") ;;
-            *) die "unknown kind '$kind' (pub, fullcone, home, symmetric, open)" ;;
+            *) die "unknown kind '$kind' (pub, fullcone, home, symmetric, open, upnp)" ;;
         esac
     done
     ((${#names[@]} <= 89)) || die "at most 89 routers"
@@ -254,5 +397,6 @@ case "$cmd" in
     down) (($# == 1)) || usage; cmd_down "$1" ;;
     flush) (($# == 1)) || usage; cmd_flush "$1" ;;
     gc) (($# == 0)) || usage; cmd_gc ;;
+    upnpd) (($# >= 3)) || usage; cmd_upnpd "$@" ;;
     *) usage ;;
 esac

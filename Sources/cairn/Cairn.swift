@@ -97,6 +97,7 @@ struct RunNode: AsyncParsableCommand {
     var autonatAllowPrivate = false
     @Flag(name: .customLong("no-stun"), help: "Do not answer STUN Binding requests on the UDP port beside each TCP listen port.")
     var noSTUN = false
+    @OptionGroup(title: "Port mapping") var portMapping: PortMappingOptions
     @Option(name: .customLong("testing-claim-observed"),
             help: ArgumentHelp("Adversarial testing only: tell every peer it was observed at this address.", visibility: .hidden))
     var testingClaimObserved: String?
@@ -131,6 +132,7 @@ struct RunNode: AsyncParsableCommand {
         c.connectAtStart = try connect.map { try Multiaddr($0) }
         try dht.apply(to: &c, mode: nil)
         c.stun = !noSTUN
+        c.portMapping = try portMapping.configuration()
         if let lie = testingClaimObserved { c.node.testingClaimedObservedAddress = try Multiaddr(lie) }
         c.nat.policy.allowPrivateAddresses = autonatAllowPrivate
         c.nat.advertiseExternalAddresses = true  // voted external addresses go in identify, the peer record, presence
@@ -261,6 +263,31 @@ struct DHTOptions: ParsableArguments {
     }
 }
 
+struct PortMappingOptions: ParsableArguments {
+    @Option(name: .customLong("port-mapping"),
+            help: "Ask the default gateway to forward the listen port: auto (PCP, then NAT-PMP, then UPnP IGD), pcp (PCP and NAT-PMP only), upnp, or off.")
+    var mode: String = "auto"
+    @Option(name: .customLong("port-mapping-lifetime"), help: "Seconds each mapping is asked for (renewed at half of what the gateway grants).")
+    var lifetime: UInt32 = 7200
+    @Option(name: .customLong("port-mapping-retry"), help: "Seconds before asking again after every dialect failed.")
+    var retry: Double = 300
+
+    func configuration() throws -> PortMappingService.Configuration? {
+        var c = PortMappingService.Configuration()
+        switch mode {
+        case "auto": break
+        case "pcp": c.upnp = false
+        case "upnp": c.pcpAndNATPMP = false
+        case "off": return nil
+        default: throw ValidationError("--port-mapping takes auto, pcp, upnp or off, not \(mode)")
+        }
+        guard lifetime >= 2 else { throw ValidationError("--port-mapping-lifetime must be at least 2 seconds") }
+        c.lifetime = lifetime
+        c.retryInterval = .milliseconds(Int(max(0.1, retry) * 1000))
+        return c
+    }
+}
+
 /// The configuration of a host for a one-shot command: no listener, no STUN, no AutoNAT probing
 /// or serving, no relaying, no status file, no peer store; the DHT a client that joins on demand.
 /// Beside a running node on the same data directory it runs with a temporary identity, unless
@@ -271,6 +298,7 @@ func oneShotConfiguration(_ common: CommonOptions, dht: DHTOptions?, needsOwnIde
     c.whenDataDirectoryLocked = needsOwnIdentity ? .fail : .ephemeral
     c.listenAddresses = []
     c.stun = false
+    c.portMapping = nil
     c.autoNATProbing = false
     c.nat.serveAutoNAT = false
     c.autoRelay = .off
@@ -612,6 +640,7 @@ struct Netcheck: AsyncParsableCommand {
     @Flag(help: "Stay the whole --duration even when every probe has answered, so unsolicited inbound connections can reveal the NAT's filtering.")
     var linger = false
     @Flag(help: "Print JSON.") var json = false
+    @OptionGroup(title: "Port mapping") var portMapping: PortMappingOptions
 
     func run() async throws {
         let logger = common.bootstrapLogging()
@@ -620,6 +649,12 @@ struct Netcheck: AsyncParsableCommand {
         var config = try oneShotConfiguration(common, dht: nil)
         config.listenAddresses = [try Multiaddr(listen)]
         config.nat.serveAutoNAT = true
+        config.portMapping = try portMapping.configuration().map { c in
+            var c = c
+            c.confirmInterval = .milliseconds(500)  // peers connect after the mapping starts
+            c.mapUDP = false  // netcheck runs no STUN responder
+            return c
+        }
         let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }
         let node = host.node
         let nat = host.nat
@@ -651,6 +686,12 @@ struct Netcheck: AsyncParsableCommand {
                 if done == conns.count && !linger { g.cancelAll(); break }
             }
         }
+        // The port mapping's outcome: confirmed or failed (or --duration is over).
+        while let pm = host.portMapping, !pm.isSettled, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        let mappings = host.portMapping?.mappings ?? []
+        let mappingNote = host.portMapping == nil ? "off" : host.portMapping?.note
         let r = nat.report()
         await host.shutdown()
         if json {
@@ -667,6 +708,17 @@ struct Netcheck: AsyncParsableCommand {
                                                            "status": "\($0.status)", "reachability": $0.reachability.rawValue,
                                                            "confidence": $0.confidence, "age_s": r.generatedAt.timeIntervalSince($0.at)] as [String: Any] },
                 "rejected_observations": Dictionary(uniqueKeysWithValues: r.rejectedObservations.map { ("\($0.key)", $0.value) }),
+                "port_mapping": mappings.map { m -> [String: Any] in
+                    var o: [String: Any] = ["proto": m.proto == .tcp ? "tcp" : "udp", "internal_port": Int(m.internalPort),
+                                            "gateway": IPAddressText.format(m.gateway), "state": m.state.rawValue, "summary": m.summary]
+                    if let d = m.dialect { o["dialect"] = d.rawValue }
+                    if let p = m.externalPort { o["external_port"] = Int(p) }
+                    if let a = m.claimedAddress { o["claimed_address"] = IPAddressText.format(a) }
+                    if let c = m.confirmed { o["confirmed"] = c.description }
+                    if let d = m.detail { o["detail"] = d }
+                    return o
+                },
+                "port_mapping_note": mappingNote ?? NSNull(),
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
         } else {
@@ -683,6 +735,10 @@ struct Netcheck: AsyncParsableCommand {
                 print("  \(a.serverGroup.description.padding(toLength: 18, withPad: " ", startingAt: 0)) \(a.status) -> \(a.reachability.rawValue) (confidence \(a.confidence))  \(a.server)")
             }
             print("reachability: \(r.reachability.reachability.rawValue) (confidence \(r.reachability.confidence))")
+            if mappings.isEmpty {
+                print("port mapping: none (\(mappingNote ?? "no outcome within --duration"))")
+            }
+            for m in mappings { print("port mapping: \(m.summary)") }
             if !r.rejectedObservations.isEmpty {
                 print("rejected observations: " + r.rejectedObservations.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
             }

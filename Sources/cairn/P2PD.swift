@@ -51,10 +51,11 @@ struct P2PD: AsyncParsableCommand {
         c.autoRelay = try f.bool("autoRelay") ? .always : .off
         c.autoNATProbing = try f.bool("autonat")
         c.stun = false
+        c.portMapping = try f.bool("natPortMap") ? PortMappingService.Configuration() : nil
         c.statusInterval = nil
         c.controlAPI.enabled = true
         c.controlAPI.addresses = [try CLIError.wrap { try Multiaddr(f.string("listen") ?? "/unix/tmp/p2pd.sock") }]
-        for unsupported in ["natPortMap", "pubsub", "announceAddrs", "metricsAddr", "pprof", "forceReachabilityPublic", "forceReachabilityPrivate"] where f.isSet(unsupported) {
+        for unsupported in ["pubsub", "announceAddrs", "metricsAddr", "pprof", "forceReachabilityPublic", "forceReachabilityPrivate"] where f.isSet(unsupported) {
             logger.warning("p2pd flag -\(unsupported) has no Cairn counterpart yet; ignored")
         }
         let host = try CLIError.wrap { try CairnHost(configuration: c, logger: logger) }

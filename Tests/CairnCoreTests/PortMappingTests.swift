@@ -121,6 +121,18 @@ final class PortMappingClientTests: XCTestCase {
         XCTAssertEqual(now, 2 * 15.75, accuracy: 1e-9)
     }
 
+    func testAClosedPortMovesOnAtOnce() throws {
+        var c = client()
+        _ = c.start(now: 0)
+        let natpmp = sent(c.unreachable(now: 0.01))
+        XCTAssertEqual(natpmp, [NATPMP.mapRequest(.tcp, internalPort: 4001, suggestedExternalPort: 4001, lifetime: 7200)],
+                       "PCP's port closed: NAT-PMP at once, not after six retransmissions")
+        guard case .failed(let why)? = c.unreachable(now: 0.02).first else { return XCTFail("NAT-PMP closed too: failed") }
+        XCTAssertTrue(why.contains("unreachable"), why)
+        XCTAssertNil(c.nextDeadline(), "nothing left to retransmit")
+        XCTAssertEqual(c.unreachable(now: 0.03), [], "a late ICMP error changes nothing")
+    }
+
     func testRefusalsAndHostileInput() throws {
         var c = client()
         _ = c.start(now: 0)

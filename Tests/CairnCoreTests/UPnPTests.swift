@@ -79,6 +79,18 @@ final class UPnPTests: XCTestCase {
             XCTAssertEqual($0 as? UPnP.ParseError, .fault(code: 718, description: "ConflictInMappingEntry"))
         }
         XCTAssertThrowsError(try UPnP.parseSOAPResponse(Array("HTTP/1.1 200 OK\r\n\r\n<x/>".utf8), action: "AddPortMapping"))
+        // miniupnpd 2.3.1's answer to AddPortMapping, byte for byte: the response element is
+        // empty and self-closing (the lab found this; a parser that wants a closing tag fails).
+        let miniupnpd = "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nConnection: close\r\nContent-Length: 263\r\n"
+            + "Server: Debian/6.18.44-fc-v509 UPnP/1.1 MiniUPnPd/2.3.1\r\nExt:\r\n\r\n<?xml version=\"1.0\"?>\r\n"
+            + "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\">"
+            + "<s:Body><u:AddPortMappingResponse xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:2\"/></s:Body></s:Envelope>\r\n"
+        XCTAssertEqual(try UPnP.parseSOAPResponse(Array(miniupnpd.utf8), action: "AddPortMapping"), [:])
+        XCTAssertThrowsError(try UPnP.parseSOAPResponse(Array(miniupnpd.utf8), action: "GetExternalIPAddress"), "another action's answer")
+        // Self-closing children are empty values.
+        let empty = "HTTP/1.1 200 OK\r\n\r\n<s:Envelope><s:Body><u:GetExternalIPAddressResponse><NewExternalIPAddress/>"
+            + "</u:GetExternalIPAddressResponse></s:Body></s:Envelope>"
+        XCTAssertEqual(try UPnP.parseSOAPResponse(Array(empty.utf8), action: "GetExternalIPAddress"), ["NewExternalIPAddress": ""])
         XCTAssertThrowsError(try UPnP.parseSOAPResponse([UInt8](repeating: 60, count: 70_000), action: "AddPortMapping"))
         XCTAssertThrowsError(try UPnP.parseSOAPResponse(Array("garbage".utf8), action: "AddPortMapping"))
     }

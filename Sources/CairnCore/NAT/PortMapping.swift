@@ -371,6 +371,20 @@ public struct PortMappingClient: Sendable {
         return Double(epoch) + 2 < Double(last.epoch) + elapsed * 7 / 8
     }
 
+    /// The gateway's port 5351 is closed (ICMP port unreachable): the dialect being tried is not
+    /// served, so the next one is tried at once instead of after every retransmission.
+    public mutating func unreachable(now: Double) -> [Action] {
+        switch phase {
+        case .requesting(.pcp, _, _):
+            return request(.natpmp, attempt: 1, now: now)
+        case .requesting, .askingAddress:
+            phase = .failed
+            return [.failed("the gateway does not serve PCP or NAT-PMP (port \(PortMapping.port) unreachable)")]
+        default:
+            return []
+        }
+    }
+
     /// The gateway's announcement (NAT-PMP sends one to 224.0.0.1:5350 when its address or epoch
     /// changes; PCP an ANNOUNCE): if its epoch says it restarted, the mapping is made again.
     public mutating func gatewayAnnounced(epoch: UInt32, now: Double) -> [Action] {

@@ -173,6 +173,14 @@ public enum UPnP {
             let afterOpen = rest[rest.index(after: open)...]
             guard let close = afterOpen.firstIndex(of: ">") else { break }
             let name = String(afterOpen[..<close])
+            if name.hasSuffix("/"), !name.hasPrefix("/"), name.count <= 65 {
+                // `<NewRemoteHost/>`: an empty value.
+                let bare = String(name.dropLast()).trimmingCharacters(in: .whitespaces)
+                out[bare.split(separator: ":").last.map(String.init) ?? bare] = ""
+                rest = afterOpen[afterOpen.index(after: close)...]
+                if out.count > 32 { break }
+                continue
+            }
             guard !name.hasPrefix("/"), !name.isEmpty, name.count <= 64, let end = afterOpen.range(of: "</" + name + ">") else { break }
             out[name.split(separator: ":").last.map(String.init) ?? name] = unescape(String(afterOpen[afterOpen.index(after: close)..<end.lowerBound]))
             rest = afterOpen[end.upperBound...]
@@ -215,7 +223,9 @@ public enum UPnP {
             let tag = after[..<close]
             let local = tag.split(separator: " ").first.map { $0.split(separator: ":").last ?? $0 } ?? ""
             rest = after[after.index(after: close)...]
-            guard local == name, !tag.hasPrefix("/"), !tag.hasSuffix("/") else { continue }
+            guard local == name, !tag.hasPrefix("/") else { continue }
+            // `<u:AddPortMappingResponse xmlns:u="…"/>`: present and empty (miniupnpd answers so).
+            if tag.hasSuffix("/") { out.append(""); continue }
             let fullName = tag.split(separator: " ").first ?? ""
             guard let end = rest.range(of: "</" + fullName + ">") else { break }
             out.append(String(rest[..<end.lowerBound]))

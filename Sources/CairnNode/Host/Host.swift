@@ -45,6 +45,9 @@ public final class CairnHost: @unchecked Sendable {
         public var autoNATProbing = true
         /// Answer STUN Binding requests on the UDP port beside each TCP listen port.
         public var stun = true
+        /// Ask the default gateway (PCP, NAT-PMP, UPnP IGD) to forward the listen ports; nil
+        /// turns it off. Nothing is asked for loopback-only listen addresses.
+        public var portMapping: PortMappingService.Configuration? = PortMappingService.Configuration()
         public var relay = Relay()
         public var autoRelay: AutoRelay.Mode = .auto
         public var autoRelayConfiguration = AutoRelay.Configuration()
@@ -118,6 +121,8 @@ public final class CairnHost: @unchecked Sendable {
     public let metrics: NodeMetrics
     public let autoRelay: AutoRelay
     public let holePunch: HolePunchService?
+    /// Port mappings on the default gateway (`Configuration.portMapping`).
+    public let portMapping: PortMappingService?
     public let connectionManager: ConnectionManager
     /// The data directory actually used (nil when ephemeral).
     public let dataDirectory: URL?
@@ -202,6 +207,11 @@ public final class CairnHost: @unchecked Sendable {
                               configuration: configuration.autoRelayConfiguration, logger: logger)
         let (n, nat) = (node, nat)
         holePunch = configuration.holePunching.map { HolePunchService(node: n, nat: nat, configuration: $0, logger: logger) }
+        portMapping = configuration.portMapping.map {
+            var c = $0
+            if !configuration.stun { c.mapUDP = false }
+            return PortMappingService(node: n, nat: nat, configuration: c, logger: logger)
+        }
         connectionManager = ConnectionManager(swarm: node.swarm, configuration: configuration.connectionManager, logger: logger)
         metrics = NodeMetrics(swarm: node.swarm, dht: dht, lanDHT: lanDHT, relay: relayService, nat: nat)
         // The host protects what it relies on: its relays, peers relaying through it, punched connections.
@@ -267,6 +277,7 @@ public final class CairnHost: @unchecked Sendable {
         guard state.withLockedValue({ s in defer { s.started = true }; return !s.started }) else { return }
         var services: [HostService] = []
         if configuration.autoNATProbing { services.append(nat) }
+        if let portMapping { services.append(portMapping) }
         switch (configuration.relay.serve, configuration.relay.when) {
         case (true, .public): relayService.followReachability(of: nat)
         case (true, .always): relayService.setServing(true)
@@ -456,7 +467,8 @@ public final class CairnHost: @unchecked Sendable {
                 limits: .init(maxReservations: c.maxReservations, maxReservationsPerPeer: c.maxReservationsPerPeer,
                               maxReservationsPerIp: c.maxReservationsPerIP, maxCircuits: c.maxCircuits,
                               maxCircuitsPerPeer: c.maxCircuitsPerPeer, reservationTtlS: Int(c.reservationTTL),
-                              circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(clamping: c.circuitBytes))))
+                              circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(clamping: c.circuitBytes))),
+            portMappings: portMapping?.mappings.map(HostStatus.PortMapping.init))
     }
 }
 
@@ -472,6 +484,8 @@ extension RelayService: HostService {
 }
 
 extension AutoRelay: HostService {}
+
+extension PortMappingService: HostService {}
 
 extension HolePunchService: HostService {
     /// Hole punching reacts to events from construction on; nothing to start.

@@ -68,6 +68,21 @@ public struct HostStatus: Codable, Sendable, Equatable {
         public var limits: RelayLimits
     }
 
+    /// A port mapping on the gateway (`PortMappingService.Mapping`).
+    public struct PortMapping: Codable, Sendable, Equatable {
+        public var proto: String
+        public var internalPort: Int
+        public var gateway: String
+        /// mapping, mapped, confirmed or failed.
+        public var state: String
+        public var dialect: String?
+        public var externalPort: Int?
+        public var claimedAddress: String?
+        public var confirmed: String?
+        public var detail: String?
+        public var summary: String
+    }
+
     public var peerId: String
     /// Seconds since 1970.
     public var updated: Double
@@ -85,6 +100,8 @@ public struct HostStatus: Codable, Sendable, Equatable {
     public var holePunches: [HolePunch]
     public var circuitsThroughRelays: CircuitCounts
     public var serving: Serving
+    /// Absent from files written before port mapping existed.
+    public var portMappings: [PortMapping]?
 
     public static func decode(_ data: Data) throws -> HostStatus {
         let d = JSONDecoder()
@@ -104,6 +121,21 @@ public struct HostStatus: Codable, Sendable, Equatable {
         let tmp = url.appendingPathExtension("tmp")
         try encoded().write(to: tmp)
         guard rename(tmp.path, url.path) == 0 else { throw CocoaError(.fileWriteUnknown) }
+    }
+}
+
+extension HostStatus.PortMapping {
+    init(_ m: PortMappingService.Mapping) {
+        proto = m.proto == .tcp ? "tcp" : "udp"
+        internalPort = Int(m.internalPort)
+        gateway = IPAddressText.format(m.gateway)
+        state = m.state.rawValue
+        dialect = m.dialect?.rawValue
+        externalPort = m.externalPort.map(Int.init)
+        claimedAddress = m.claimedAddress.map(IPAddressText.format)
+        confirmed = m.confirmed?.description
+        detail = m.detail
+        summary = m.summary
     }
 }
 

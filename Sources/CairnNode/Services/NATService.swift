@@ -314,9 +314,16 @@ public final class NATService: @unchecked Sendable {
     /// the DHT mode follow a change. Returns the status.
     @discardableResult
     public func probe(_ connection: Connection) async throws -> AutoNAT.Status {
+        try await probe(connection, addresses: candidateAddresses()).status
+    }
+
+    /// Asks the peer on `connection` to dial us back at `addresses` only (a port mapping's
+    /// claimed address, say); the answer counts towards reachability like any other. Returns the
+    /// status and the address the server reached.
+    public func probe(_ connection: Connection, addresses: [Multiaddr]) async throws -> (status: AutoNAT.Status, reached: Multiaddr?) {
         let stream = try await connection.openStream([AutoNAT.protocolID])
         let bytes = try await stream.resettingOnError {
-            try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: candidateAddresses())))
+            try await stream.writeLengthPrefixed(AutoNAT.encode(.dial(peer: node.peerID, addresses: Array(addresses.prefix(AutoNAT.maxAddresses)))))
             return try await withTimeout(configuration.dialBackTimeout + .seconds(5)) {
                 try await stream.readLengthPrefixed(maxLength: AutoNAT.maxMessageSize)
             }
@@ -347,6 +354,6 @@ public final class NATService: @unchecked Sendable {
             }
             node.events.emit(.reachabilityChanged(now.reachability))
         }
-        return status
+        return (status, addr)
     }
 }
