@@ -215,6 +215,21 @@ table inet filter {
 EOF
 }
 
+# Runs "$@" in the background with output to $1 and its pid in $2, holding no descriptor of
+# ours beyond 0-2: a caller that waits for EOF on a pipe or socket it gave us (Foundation's
+# Process does, to learn that we exited) must not wait for the daemon too.
+daemon() {
+    local log=$1 pidfile=$2; shift 2
+    (
+        for f in /proc/$BASHPID/fd/*; do
+            n=${f##*/}
+            if [[ "$n" =~ ^[0-9]+$ ]] && ((n > 2)); then eval "exec $n>&-" 2>/dev/null || true; fi
+        done
+        exec "$@"
+    ) >"$log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+}
+
 # Kills the process whose pid is in file $1 (if any) and waits for it to go.
 kill_pidfile() {
     local f=$1 pid i
@@ -260,9 +275,8 @@ cmd_upnpd() {
     # The STUN server miniupnpd asks for its external address, on the wan bridge.
     ip -n "$wan" -4 -o addr show dev br0 | grep -q " 198.18.0.2/" || ip -n "$wan" addr add 198.18.0.2/15 dev br0
     local stunport=$((3478 + x))
-    ip netns exec "$wan" "$py" "$(dirname "$0")/lab-stun-responder.py" 198.18.0.2 "$stunport" ${claim:+--claim "$claim"} \
-        >"$dir/$name.stun.log" 2>&1 </dev/null &
-    echo $! >"$dir/$name.stun.pid"
+    daemon "$dir/$name.stun.log" "$dir/$name.stun.pid" \
+        ip netns exec "$wan" "$py" "$(dirname "$0")/lab-stun-responder.py" 198.18.0.2 "$stunport" ${claim:+--claim "$claim"}
     for ((i = 0; i < 200; i++)); do grep -q ready "$dir/$name.stun.log" 2>/dev/null && break; sleep 0.05; done
     grep -q ready "$dir/$name.stun.log" || die "STUN responder did not start: $(cat "$dir/$name.stun.log")"
     local upnp=yes natpmp=yes
@@ -291,9 +305,8 @@ ext_stun_port=$stunport
 allow 1024-65535 10.0.$x.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 EOF
-    ip netns exec "$r" /usr/sbin/miniupnpd -f "$dir/$name.miniupnpd.conf" -P "$dir/$name.miniupnpd.pid.own" -d \
-        >"$dir/$name.miniupnpd.log" 2>&1 </dev/null &
-    echo $! >"$dir/$name.miniupnpd.pid"
+    daemon "$dir/$name.miniupnpd.log" "$dir/$name.miniupnpd.pid" \
+        ip netns exec "$r" /usr/sbin/miniupnpd -f "$dir/$name.miniupnpd.conf" -P "$dir/$name.miniupnpd.pid.own" -d
     # Up once it has learnt its address by STUN and listens.
     for ((i = 0; i < 150; i++)); do
         grep -qE "HTTP listening on port|Listening for NAT-PMP" "$dir/$name.miniupnpd.log" 2>/dev/null && break

@@ -10,7 +10,7 @@ if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
 fi
 command -v swift >/dev/null 2>&1 || { log "Swift 6 toolchain not found (PATH or /opt/swift)"; exit 1; }
 
-APT_PKGS=(libsodium-dev libsecp256k1-dev libsqlite3-dev pkg-config nftables conntrack iproute2 coturn)
+APT_PKGS=(libsodium-dev libsecp256k1-dev libsqlite3-dev pkg-config nftables conntrack iproute2 coturn miniupnpd-nftables)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -265,7 +265,7 @@ struct DHTOptions: ParsableArguments {
 
 struct PortMappingOptions: ParsableArguments {
     @Option(name: .customLong("port-mapping"),
-            help: "Ask the default gateway to forward the listen port: auto (PCP, then NAT-PMP, then UPnP IGD), pcp (PCP and NAT-PMP only), upnp, or off.")
+            help: "Ask the default gateway to forward the listen port: auto (PCP, then NAT-PMP, then UPnP IGD), pcp, natpmp, upnp (that one only), or off.")
     var mode: String = "auto"
     @Option(name: .customLong("port-mapping-lifetime"), help: "Seconds each mapping is asked for (renewed at half of what the gateway grants).")
     var lifetime: UInt32 = 7200
@@ -276,10 +276,11 @@ struct PortMappingOptions: ParsableArguments {
         var c = PortMappingService.Configuration()
         switch mode {
         case "auto": break
-        case "pcp": c.upnp = false
-        case "upnp": c.pcpAndNATPMP = false
+        case "pcp": c.natpmp = false; c.upnp = false
+        case "natpmp": c.pcp = false; c.upnp = false
+        case "upnp": c.pcp = false; c.natpmp = false
         case "off": return nil
-        default: throw ValidationError("--port-mapping takes auto, pcp, upnp or off, not \(mode)")
+        default: throw ValidationError("--port-mapping takes auto, pcp, natpmp, upnp or off, not \(mode)")
         }
         guard lifetime >= 2 else { throw ValidationError("--port-mapping-lifetime must be at least 2 seconds") }
         c.lifetime = lifetime

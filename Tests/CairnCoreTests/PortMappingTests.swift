@@ -133,6 +133,20 @@ final class PortMappingClientTests: XCTestCase {
         XCTAssertEqual(c.unreachable(now: 0.03), [], "a late ICMP error changes nothing")
     }
 
+    func testDialectsCanBeChosen() throws {
+        var onlyNATPMP = client()
+        var cfg = onlyNATPMP.configuration
+        cfg.pcp = false
+        onlyNATPMP = PortMappingClient(configuration: cfg, nonce: nonce)
+        XCTAssertEqual(sent(onlyNATPMP.start(now: 0)), [NATPMP.mapRequest(.tcp, internalPort: 4001, suggestedExternalPort: 4001, lifetime: 7200)])
+        cfg.pcp = true
+        cfg.natpmp = false
+        var onlyPCP = PortMappingClient(configuration: cfg, nonce: nonce)
+        XCTAssertEqual(sent(onlyPCP.start(now: 0)).first?.first, 2)
+        // A NAT-PMP-only gateway's "unsupported version" ends it: NAT-PMP is off.
+        guard case .failed? = try onlyPCP.received([0, 129, 0, 1, 0, 0, 0, 5], now: 0.01).first else { return XCTFail("PCP only") }
+    }
+
     func testRefusalsAndHostileInput() throws {
         var c = client()
         _ = c.start(now: 0)

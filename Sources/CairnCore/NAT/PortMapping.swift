@@ -173,6 +173,9 @@ public struct PortMappingClient: Sendable {
         /// RFC 6886 §3.1: first retransmission after 250 ms, doubling; we give up after this many.
         public var maxAttempts = 6
         public var initialTimeout = 0.25
+        /// Which dialects to speak: PCP first when on, NAT-PMP first (or only) otherwise.
+        public var pcp = true
+        public var natpmp = true
 
         public init(proto: PortMapping.TransportProtocol = .tcp, internalPort: UInt16, clientAddress: [UInt8]) {
             self.proto = proto
@@ -230,7 +233,18 @@ public struct PortMappingClient: Sendable {
 
     public mutating func start(now: Double) -> [Action] {
         guard case .idle = phase else { return [] }
-        return request(.pcp, attempt: 1, now: now)
+        guard configuration.pcp || configuration.natpmp else {
+            phase = .failed
+            return [.failed("neither PCP nor NAT-PMP is enabled")]
+        }
+        return request(configuration.pcp ? .pcp : .natpmp, attempt: 1, now: now)
+    }
+
+    /// PCP did not work (`why`): NAT-PMP next, when enabled.
+    private mutating func afterPCP(_ why: String, now: Double) -> [Action] {
+        if configuration.natpmp { return request(.natpmp, attempt: 1, now: now) }
+        phase = .failed
+        return [.failed(why)]
     }
 
     private mutating func request(_ dialect: Dialect, attempt: Int, now: Double, lifetime: UInt32? = nil) -> [Action] {
@@ -265,9 +279,9 @@ public struct PortMappingClient: Sendable {
         case .requesting(let dialect, let attempt, _):
             if attempt < configuration.maxAttempts { return request(dialect, attempt: attempt + 1, now: now) }
             // PCP unanswered: try NAT-PMP once through before giving up.
-            if dialect == .pcp { return request(.natpmp, attempt: 1, now: now) }
+            if dialect == .pcp { return afterPCP("the gateway did not answer PCP", now: now) }
             phase = .failed
-            return [.failed("the gateway did not answer PCP or NAT-PMP")]
+            return [.failed(configuration.pcp ? "the gateway did not answer PCP or NAT-PMP" : "the gateway did not answer NAT-PMP")]
         case .askingAddress(let attempt, _):
             if attempt < configuration.maxAttempts {
                 phase = .askingAddress(attempt: attempt + 1, sentAt: now)
@@ -313,7 +327,7 @@ public struct PortMappingClient: Sendable {
 
     private mutating func pcpAnswer(_ r: PCP.MapResponse, now: Double) -> [Action] {
         guard case .requesting(.pcp, _, _) = phase else { return [] }
-        if r.result == PCP.ResultCode.unsupportedVersion.rawValue { return request(.natpmp, attempt: 1, now: now) }
+        if r.result == PCP.ResultCode.unsupportedVersion.rawValue { return afterPCP("the gateway does not support PCP's version", now: now) }
         guard r.result == PCP.ResultCode.success.rawValue else {
             phase = .failed
             return [.failed("the gateway refused the PCP mapping (result \(r.result))")]
@@ -329,7 +343,7 @@ public struct PortMappingClient: Sendable {
         switch (phase, r) {
         case (.requesting(let dialect, _, _), _) where dialect == .pcp:
             // A NAT-PMP-only gateway answers a PCP request with a NAT-PMP "unsupported version".
-            return request(.natpmp, attempt: 1, now: now)
+            return afterPCP("the gateway speaks NAT-PMP, not PCP", now: now)
         case (.requesting(.natpmp, _, _), .error(_, let result, _)), (.askingAddress, .error(_, let result, _)):
             phase = .failed
             return [.failed("the gateway refused NAT-PMP (result \(result))")]
@@ -376,10 +390,10 @@ public struct PortMappingClient: Sendable {
     public mutating func unreachable(now: Double) -> [Action] {
         switch phase {
         case .requesting(.pcp, _, _):
-            return request(.natpmp, attempt: 1, now: now)
+            return afterPCP("the gateway does not serve PCP (port \(PortMapping.port) unreachable)", now: now)
         case .requesting, .askingAddress:
             phase = .failed
-            return [.failed("the gateway does not serve PCP or NAT-PMP (port \(PortMapping.port) unreachable)")]
+            return [.failed("the gateway does not serve \(configuration.pcp ? "PCP or NAT-PMP" : "NAT-PMP") (port \(PortMapping.port) unreachable)")]
         default:
             return []
         }

@@ -22,8 +22,9 @@ import Glibc
 /// their datagrams and HTTP exchanges, one event loop per mapping.
 public final class PortMappingService: @unchecked Sendable {
     public struct Configuration: Sendable {
-        /// Try PCP, then NAT-PMP.
-        public var pcpAndNATPMP = true
+        /// Try PCP, then NAT-PMP (each can be turned off).
+        public var pcp = true
+        public var natpmp = true
         /// Try UPnP IGD when PCP and NAT-PMP fail.
         public var upnp = true
         /// Lifetime asked for (seconds); renewed at half of what the gateway grants.
@@ -359,7 +360,7 @@ final class PortMappingDriver: @unchecked Sendable {
         guard !stopped else { return }
         failures = []
         set(.init(proto: proto, internalPort: internalPort, gateway: gateway, state: .mapping))
-        guard configuration.pcpAndNATPMP, let gw = gatewaySocket else { return beginUPnP() }
+        guard configuration.pcp || configuration.natpmp, let gw = gatewaySocket else { return beginUPnP() }
         let bootstrap = DatagramBootstrap(group: loop).channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(DatagramRelay(
@@ -378,6 +379,8 @@ final class PortMappingDriver: @unchecked Sendable {
                 self.clientAddress = local
                 var c = PortMappingClient.Configuration(proto: self.proto, internalPort: self.internalPort, clientAddress: local)
                 c.lifetime = self.configuration.lifetime
+                c.pcp = self.configuration.pcp
+                c.natpmp = self.configuration.natpmp
                 var client = PortMappingClient(configuration: c, nonce: (0..<12).map { _ in UInt8.random(in: 0...255) })
                 let actions = client.start(now: self.now)
                 self.machine = .pmp(client)

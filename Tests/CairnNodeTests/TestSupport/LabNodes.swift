@@ -29,7 +29,8 @@ final class LabNodes: @unchecked Sendable {
         throw NATLab.LabError.setupFailed("\(name) did not start")
     }
 
-    func stop(_ name: String) { running[name]?.stop(grace: 0) }
+    /// Stops a node: at once (grace 0), or politely (stdin closed, SIGTERM) so it can clean up.
+    func stop(_ name: String, grace: Double = 0) { running[name]?.stop(grace: grace) }
 
     /// `cairn relays --json` of a running node.
     func status(_ name: String) -> [String: Any]? {

@@ -184,6 +184,22 @@ final class NATLab: @unchecked Sendable {
         if out.status != 0 { throw LabError.commandFailed("natlab.sh flush: \(out.stderr)") }
     }
 
+    /// Starts (or restarts) miniupnpd on the `upnp` router in front of `name`, or stops it and
+    /// forgets its mappings (`natlab.sh upnpd`; options `--only upnp|pmp`, `--claim IP`).
+    func upnpd(_ name: String, start: Bool, options: [String] = []) throws {
+        let out = NATLab.execute("/bin/bash", [NATLab.script, "upnpd", prefix, name, start ? "start" : "stop"] + options, timeout: 40)
+        if out.status != 0 || out.timedOut { throw LabError.commandFailed("natlab.sh upnpd \(name) \(start ? "start" : "stop"): \(out.stderr)") }
+    }
+
+    /// Why the lab's UPnP routers cannot run here (miniupnpd or python3 missing), or nil.
+    static var upnpSkipReason: String? {
+        var why: [String] = []
+        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/miniupnpd") { why.append("/usr/sbin/miniupnpd missing (apt-get install miniupnpd-nftables)") }
+        if which("python3") == nil { why.append("python3 missing (the lab's STUN responder for miniupnpd)") }
+        if which("conntrack") == nil { why.append("conntrack missing") }
+        return why.isEmpty ? nil : why.joined(separator: "; ")
+    }
+
     /// The packet count of the nftables rule in `host` whose comment is `comment` (the routers'
     /// drop rules: "wan-new-drop", "wan-invalid-drop", "fwd-drop").
     func nftCounter(in host: Host, comment: String) throws -> Int {
