@@ -21,7 +21,8 @@
 # `up` records its owner (env NATLAB_OWNER, default the calling process) in /run/natlab/PREFIX;
 # `down` removes the record.
 #
-# SPEC is `pub:N` (N public hosts) or `KIND:NAME` with KIND one of
+# SPEC is `pub:N` (N public hosts), or `KIND:NAME` (one LAN host) or `KIND:NAME*N` (N hosts on
+# one LAN segment, named NAME, NAME2, ... at 10.0.X.2, .3, ...) with KIND one of
 #   fullcone   endpoint-independent mapping and filtering (masquerade + DNAT of mapped ports)
 #   home       endpoint-independent mapping, address-and-port-dependent filtering (masquerade)
 #   symmetric  address-and-port-dependent mapping (masquerade fully-random)
@@ -325,10 +326,15 @@ cmd_up() {
     [ "$(id -u)" -eq 0 ] || die "needs root"
 
     # Parse the spec first so a typo fails before anything is created.
-    local npub=0 spec kind name
-    local -a kinds=() names=()
+    local npub=0 spec kind name count
+    local -a kinds=() names=() counts=()
     for spec in "$@"; do
-        kind=${spec%%:*}; name=${spec#*:}
+        kind=${spec%%:*}; name=${spec#*:}; count=1
+        if [[ "$name" == *"*"* ]]; then
+            count=${name#*\*}; name=${name%%\**}
+            [[ "$count" =~ ^[1-9]$ ]] || die "bad spec '$spec' (KIND:NAME*N with N 1..9)"
+            [ "$kind" != pub ] && [ "$kind" != open ] || die "'$spec': only NAT routers take several LAN hosts"
+        fi
         [ "$kind" != "$spec" ] || die "bad spec '$spec' (KIND:NAME or pub:N)"
         case "$kind" in
             pub)
@@ -337,7 +343,7 @@ cmd_up() {
             fullcone|home|symmetric|open|upnp)
                 [[ "$name" =~ ^[a-z0-9]{1,6}$ ]] || die "bad router name '$name' (1-6 chars of [a-z0-9])"
                 for n in "${names[@]+"${names[@]}"}"; do [ "$n" != "$name" ] || die "duplicate router name '$name'"; done
-                kinds+=("$kind"); names+=("$name") ;;
+                kinds+=("$kind"); names+=("$name"); counts+=("$count") ;;
             *) die "unknown kind '$kind' (pub, fullcone, home, symmetric, open, upnp)" ;;
         esac
     done
@@ -364,7 +370,7 @@ cmd_up() {
     done
 
     for x in "${!names[@]}"; do
-        kind=${kinds[$x]}; name=${names[$x]}; x=$((x + 1))
+        kind=${kinds[$x]}; name=${names[$x]}; count=${counts[$x]}; x=$((x + 1))
         r="$prefix-r-$name"; h="$prefix-h-$name"
         wanip="198.18.0.$((10 + x))"
         if [ "$kind" = open ]; then lannet="198.19.$x"; else lannet="10.0.$x"; fi
@@ -377,16 +383,37 @@ cmd_up() {
         ip -n "$r" addr add "$wanip/15" dev wan0
         ip -n "$r" link set wan0 up
 
-        ns_add "$h"
-        ip -n "$r" link add lan0 type veth peer name eth0 netns "$h"
-        ip -n "$r" addr add "$lanip/24" dev lan0
-        ip -n "$r" link set lan0 up
-        ip -n "$h" addr add "$hostip/24" dev eth0
-        ip -n "$h" link set eth0 up
-        ip -n "$h" route add default via "$lanip"
-
+        summary+="r-$name $r $wanip"$'\n'
+        if ((count == 1)); then
+            ns_add "$h"
+            ip -n "$r" link add lan0 type veth peer name eth0 netns "$h"
+            ip -n "$r" addr add "$lanip/24" dev lan0
+            ip -n "$r" link set lan0 up
+            ip -n "$h" addr add "$hostip/24" dev eth0
+            ip -n "$h" link set eth0 up
+            ip -n "$h" route add default via "$lanip"
+            summary+="$name $h $hostip"$'\n'
+        else
+            # One LAN segment: lan0 is a bridge with a port per host. Bridge netfilter would send
+            # host-to-host frames through the forward chain (policy drop): off in this namespace.
+            ip netns exec "$r" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 2>/dev/null || true
+            ip -n "$r" link add lan0 type bridge
+            ip -n "$r" addr add "$lanip/24" dev lan0
+            ip -n "$r" link set lan0 up
+            local j hn hns hip
+            for ((j = 1; j <= count; j++)); do
+                if ((j == 1)); then hn=$name; else hn=$name$j; fi
+                hns="$prefix-h-$hn"; hip="$lannet.$((1 + j))"
+                ns_add "$hns"
+                ip -n "$r" link add "l$j" type veth peer name eth0 netns "$hns"
+                ip -n "$r" link set "l$j" master lan0 up
+                ip -n "$hns" addr add "$hip/24" dev eth0
+                ip -n "$hns" link set eth0 up
+                ip -n "$hns" route add default via "$lanip"
+                summary+="$hn $hns $hip"$'\n'
+            done
+        fi
         router_ruleset "$kind" "$hostip" | ip netns exec "$r" nft -f -
-        summary+="r-$name $r $wanip"$'\n'"$name $h $hostip"$'\n'
     done
 
     # Routes to the public LANs behind `open` routers, from every public host and router.

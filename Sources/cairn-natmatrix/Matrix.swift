@@ -18,6 +18,12 @@ struct Matrix: ParsableCommand {
                                                     abstract: "Direct / relayed connectivity for every pair of NAT kinds in the NAT lab.")
     @Option(help: "Trials per ordered pair.") var trials = 20
     @Option(help: "Comma-separated kinds among public, fullcone, home, symmetric.") var kinds = "public,fullcone,home,symmetric"
+    @Option(help: """
+        Rows beyond the kind pairs (comma-separated): upnp (public, home and symmetric dialing a target behind a \
+        home router running miniupnpd), lan (two hosts behind one home router, knowing only the public peers). \
+        With --only-scenarios, the kind pairs are skipped.
+        """) var scenarios = ""
+    @Flag(help: "Run only --scenarios, not the kind pairs.") var onlyScenarios = false
     @Option(help: "Write the JSON here too.") var json: String?
     @Option(help: "The cairn binary (default: beside this one).") var cairn: String?
 
@@ -32,15 +38,25 @@ struct Matrix: ParsableCommand {
         var results: [[String: Any]] = []
         print("| A (dials) \\ B (target) | trials | direct | relayed only | failed | to direct: median / p95 | reasons (relayed/failed) |")
         print("|---|---|---|---|---|---|---|")
-        for a in list {
-            for b in list {
-                let r = try pair(a, b, bin: bin)
+        var rows: [Scenario] = onlyScenarios ? [] : list.flatMap { a in list.map { b in Scenario.pair(a, b) } }
+        for s in scenarios.split(separator: ",").map(String.init) {
+            switch s {
+            case "upnp": rows += ["public", "home", "symmetric"].map(Scenario.upnp)
+            case "lan": rows.append(.sameLAN)
+            default: throw ValidationError("unknown scenario \(s)")
+            }
+        }
+        for row in rows {
+            do {
+                let (a, b) = (row.a, row.b)
+                let r = try pair(row, bin: bin)
                 results.append(r)
                 let times = (r["direct_ms"] as? [Double] ?? []).sorted()
                 let med = times.isEmpty ? "-" : String(format: "%.0f ms", times[times.count / 2])
                 let p95 = times.isEmpty ? "-" : String(format: "%.0f ms", times[min(times.count - 1, Int(Double(times.count) * 0.95))])
                 let reasons = (r["reasons"] as? [String: Int] ?? [:]).map { "\($0.key) ×\($0.value)" }.joined(separator: "; ")
-                print("| \(a) → \(b) | \(trials) | \(r["direct"]!) | \(r["relayed"]!) | \(r["failed"]!) | \(med) / \(p95) | \(reasons) |")
+                let ways = (r["ways"] as? [String: Int] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
+                print("| \(a) → \(b) | \(trials) | \(r["direct"]!) (\(ways)) | \(r["relayed"]!) | \(r["failed"]!) | \(med) / \(p95) | \(reasons) |")
                 fflush(nil)
             }
         }
@@ -49,11 +65,39 @@ struct Matrix: ParsableCommand {
         if let json { try data.write(to: URL(fileURLWithPath: json)) }
     }
 
-    /// One ordered pair: a lab of its own, `trials` trials.
-    func pair(_ kindA: String, _ kindB: String, bin: String) throws -> [String: Any] {
+    /// One row of the matrix: who dials whom, in which lab.
+    struct Scenario {
+        var a: String
+        var b: String
+        /// natlab.sh specs beyond the public hosts.
+        var spec: [String]
+        /// The lab hosts of A and B.
+        var hostA = "a"
+        var hostB = "b"
+        /// B's router runs miniupnpd (natlab.sh upnpd ROUTER start).
+        var upnpRouter: String?
+        /// B is private (it takes a relay slot, unless a port mapping makes it public).
+        var bPrivate: Bool
+        var bMapsPort = false
+
+        static func labKind(_ k: String) -> String { k == "public" ? "open" : k }
+
+        static func pair(_ a: String, _ b: String) -> Scenario {
+            Scenario(a: a, b: b, spec: ["\(labKind(a)):a", "\(labKind(b)):b"], bPrivate: b != "public")
+        }
+
+        static func upnp(_ a: String) -> Scenario {
+            Scenario(a: a, b: "upnp", spec: ["\(labKind(a)):a", "upnp:b"], upnpRouter: "b", bPrivate: true, bMapsPort: true)
+        }
+
+        static let sameLAN = Scenario(a: "home (same LAN)", b: "home", spec: ["home:a*2"], hostA: "a", hostB: "a2", bPrivate: true)
+    }
+
+    /// One row: a lab of its own, `trials` trials.
+    func pair(_ row: Scenario, bin: String) throws -> [String: Any] {
+        let (kindA, kindB) = (row.a, row.b)
         let prefix = "mx" + String(format: "%04x", Int.random(in: 0...0xffff))
-        let labKind = { (k: String) in k == "public" ? "open" : k }
-        let up = run("/bin/bash", [Self.natlab, "up", prefix, "pub:4", "\(labKind(kindA)):a", "\(labKind(kindB)):b"], timeout: 60)
+        let up = run("/bin/bash", [Self.natlab, "up", prefix, "pub:4"] + row.spec, timeout: 60)
         guard up.status == 0 else { throw ValidationError("natlab up failed: \(up.err)") }
         defer { _ = run("/bin/bash", [Self.natlab, "down", prefix], timeout: 60) }
         var ip: [String: (ns: String, ip: String)] = [:]
@@ -65,6 +109,10 @@ struct Matrix: ParsableCommand {
         defer { try? FileManager.default.removeItem(at: dir) }
         var daemons: [Process] = []
         defer { for d in daemons { d.terminate(); d.waitUntilExit() } }
+        if let r = row.upnpRouter {
+            let u = run("/bin/bash", [Self.natlab, "upnpd", prefix, r, "start"], timeout: 60)
+            guard u.status == 0 else { throw ValidationError("natlab upnpd failed: \(u.err)") }
+        }
         var bootstrap: [String] = []
         for i in 1...4 {
             let h = ip["pub\(i)"]!
@@ -81,23 +129,28 @@ struct Matrix: ParsableCommand {
         for t in 0..<trials {
             _ = run("/bin/bash", [Self.natlab, "flush", prefix], timeout: 30)
             let bDir = dir.appendingPathComponent("b-\(t)")
-            let bExtra = (kindB == "public" ? ["--auto-relay", "off"] : ["--auto-relay", "always"]) + ["--dht-mode", "client"]
+            let bExtra = (row.bPrivate ? ["--auto-relay", "always"] : ["--auto-relay", "off"]) + ["--dht-mode", "client", "--no-mdns"]
                 + bootstrap.flatMap { ["--bootstrap", $0] }
             let (bNode, bID): (Process, String)
             do {
-                (bNode, bID) = try startNode(bin, ns: ip["b"]!.ns, listen: "/ip4/0.0.0.0/tcp/4001", dir: bDir, extra: bExtra)
+                (bNode, bID) = try startNode(bin, ns: ip[row.hostB]!.ns, listen: "/ip4/0.0.0.0/tcp/4001", dir: bDir, extra: bExtra)
             } catch {
                 failed += 1; reasons["target did not start", default: 0] += 1; continue
             }
             defer { bNode.terminate(); bNode.waitUntilExit() }
             // A private target is ready once it holds a reservation (its presence then has the relayed address).
-            if kindB != "public" {
+            if row.bMapsPort {
+                // Ready once its mapped address is confirmed (then it publishes it).
+                let deadline = Date().addingTimeInterval(20)
+                while Date() < deadline, !mapped(bin, bDir) { usleep(200_000) }
+                usleep(500_000)
+            } else if row.bPrivate {
                 let deadline = Date().addingTimeInterval(20)
                 while Date() < deadline, !reserved(bin, bDir) { usleep(200_000) }
             } else {
                 usleep(500_000)
             }
-            let d = run("/usr/sbin/ip", ["netns", "exec", ip["a"]!.ns, bin, "dial", bID, "--data-dir", dir.appendingPathComponent("a-\(t)").path,
+            let d = run("/usr/sbin/ip", ["netns", "exec", ip[row.hostA]!.ns, bin, "dial", bID, "--data-dir", dir.appendingPathComponent("a-\(t)").path,
                                          "--json", "--dht-mode", "client", "--peers-file", "/dev/null", "--log-level", "error",
                                          "--direct-timeout", "2", "--upgrade-wait", "20"] + bootstrap.flatMap { ["--bootstrap", $0] }, timeout: 90)
             let line = d.out.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? ""
@@ -109,7 +162,7 @@ struct Matrix: ParsableCommand {
             }
             switch how {
             case "direct":
-                direct += 1; ways["direct dial", default: 0] += 1
+                direct += 1; ways["direct dial (\(r["path"] as? String ?? "?"))", default: 0] += 1
             case "upgraded":
                 direct += 1
                 ways[(r["upgrade"] as? String) ?? "upgraded", default: 0] += 1
@@ -121,6 +174,12 @@ struct Matrix: ParsableCommand {
         }
         return ["a": kindA, "b": kindB, "trials": trials, "direct": direct, "relayed": relayed, "failed": failed,
                 "direct_ms": directMs, "ways": ways, "reasons": reasons]
+    }
+
+    func mapped(_ bin: String, _ dir: URL) -> Bool {
+        let out = run(bin, ["relays", "--data-dir", dir.path, "--json"], timeout: 10)
+        let obj = (try? JSONSerialization.jsonObject(with: Data(out.out.utf8))) as? [String: Any]
+        return ((obj?["port_mappings"] as? [[String: Any]]) ?? []).contains { $0["state"] as? String == "confirmed" }
     }
 
     func reserved(_ bin: String, _ dir: URL) -> Bool {

@@ -98,6 +98,10 @@ struct RunNode: AsyncParsableCommand {
     @Flag(name: .customLong("no-stun"), help: "Do not answer STUN Binding requests on the UDP port beside each TCP listen port.")
     var noSTUN = false
     @OptionGroup(title: "Port mapping") var portMapping: PortMappingOptions
+    @Flag(name: .customLong("no-mdns"), help: "Do not look for peers on the LAN by mDNS (224.0.0.251:5353), nor announce this node there.")
+    var noMDNS = false
+    @Flag(name: .customLong("mdns-announce-only"), help: "Announce this node by mDNS and answer queries, but do not connect to the peers found.")
+    var mdnsAnnounceOnly = false
     @Option(name: .customLong("testing-claim-observed"),
             help: ArgumentHelp("Adversarial testing only: tell every peer it was observed at this address.", visibility: .hidden))
     var testingClaimObserved: String?
@@ -133,6 +137,8 @@ struct RunNode: AsyncParsableCommand {
         try dht.apply(to: &c, mode: nil)
         c.stun = !noSTUN
         c.portMapping = try portMapping.configuration()
+        if noMDNS { c.mdns = nil }
+        if mdnsAnnounceOnly { c.mdns?.connect = false }
         if let lie = testingClaimObserved { c.node.testingClaimedObservedAddress = try Multiaddr(lie) }
         c.nat.policy.allowPrivateAddresses = autonatAllowPrivate
         c.nat.advertiseExternalAddresses = true  // voted external addresses go in identify, the peer record, presence
@@ -300,6 +306,7 @@ func oneShotConfiguration(_ common: CommonOptions, dht: DHTOptions?, needsOwnIde
     c.listenAddresses = []
     c.stun = false
     c.portMapping = nil
+    c.mdns = nil
     c.autoNATProbing = false
     c.nat.serveAutoNAT = false
     c.autoRelay = .off

@@ -52,6 +52,7 @@ struct P2PD: AsyncParsableCommand {
         c.autoNATProbing = try f.bool("autonat")
         c.stun = false
         c.portMapping = try f.bool("natPortMap") ? PortMappingService.Configuration() : nil
+        c.mdns = nil
         c.statusInterval = nil
         c.controlAPI.enabled = true
         c.controlAPI.addresses = [try CLIError.wrap { try Multiaddr(f.string("listen") ?? "/unix/tmp/p2pd.sock") }]

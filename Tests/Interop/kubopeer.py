@@ -362,7 +362,8 @@ class Peer:
         cfg["Addresses"]["API"] = []       # not served by the library anyway
         cfg["Addresses"]["Gateway"] = []
         cfg["Bootstrap"] = list(a.bootstrap)
-        cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
+        # mDNS multicasts on the LAN: only in a lab namespace (--mdns), never on the host's network
+        cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = bool(a.mdns)
         cfg.setdefault("Routing", {})["Type"] = "dht"  # ignored: the wrapper forces dual DHT
         sw = cfg.setdefault("Swarm", {})
         sw["DisableNatPortMap"] = True                 # no UPnP/NAT-PMP traffic off the box
@@ -691,6 +692,7 @@ def main():
     ap.add_argument("--announce", action="append", default=[])
     ap.add_argument("--addr-filter", action="append", default=[])
     ap.add_argument("--reachability", choices=["public", "private"])
+    ap.add_argument("--mdns", action="store_true", help="enable kubo's mDNS discovery (lab namespaces only)")
     ap.add_argument("--lib")
     ap.add_argument("--start-timeout", type=float, default=60)
     args = ap.parse_args()

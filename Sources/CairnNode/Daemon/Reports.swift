@@ -121,6 +121,40 @@ public enum Reports {
     }
 
     /// `cairn dial`: how the peer was reached, and why.
+    /// Which path the connection took and why: `lan`, `ipv6`, `port-mapped`, `public`, `punched`,
+    /// `reversed`, `upgraded` (the peer's own dial) or `relayed`.
+    public static func path(_ o: DialOutcome, host: CairnHost) -> (String, String) {
+        switch o.path {
+        case .relayed:
+            return ("relayed", o.whyRelayed ?? "no direct path")
+        case .upgraded(.holePunch?):
+            return ("punched", "relayed first, then a hole punch (DCUtR simultaneous open)")
+        case .upgraded(.reversal?):
+            return ("reversed", "relayed first, then we dialed its public address (connection reversal)")
+        case .upgraded:
+            return ("upgraded", "relayed first, then the peer's own dial reached us")
+        case .existing, .direct:
+            break
+        }
+        guard let (ip, _) = o.connection.remoteAddress?.tcpEndpoint else { return ("direct", "a direct connection") }
+        let peerAddrs = (o.routed?.addresses ?? []) + (o.connection.remotePeer.flatMap { host.node.identifyService.lastInfo(from: $0)?.listenAddrs } ?? [])
+        let context = host.node.dialer.rankingContext()
+        switch IPScope(ip) {
+        case .privateRange, .linkLocal, .loopback, .unspecified:
+            if AddressRanking.sameNAT(peerAddrs, context) {
+                return ("lan", "a private address: the peer is behind our NAT (it advertises a public IP we are observed at)")
+            }
+            return ("lan", "a private address on our network")
+        case .publicRange:
+            if ip.count == 16 { return ("ipv6", "a global IPv6 address (no NAT on the way)") }
+            let natted = peerAddrs.contains { a in a.tcpEndpoint.map { IPScope($0.ip) == .privateRange } ?? false }
+            if natted {
+                return ("port-mapped", "a public address of a peer that is itself on a private network: its router forwards the port")
+            }
+            return ("public", "the peer's public address")
+        }
+    }
+
     public static func dial(_ o: DialOutcome, target: PeerID, rtts: [Duration], host: CairnHost) -> Object {
         var out: Object = ["peer": target.description, "direct_failures": o.failures.map(\.description),
                            "our_external_addrs": host.nat.externalAddresses.map(\.description)]
@@ -144,6 +178,9 @@ public enum Reports {
             out["upgrade_ms"] = o.upgradeElapsed.map(millis) ?? NSNull()
         }
         out["address"] = o.connection.remoteAddress?.description ?? "?"
+        let (path, why) = Self.path(o, host: host)
+        out["path"] = path
+        out["path_why"] = why
         out["rtt_ms"] = millis(rtts[0])
         out["pings"] = rtts.count
         out["still_limited_connections"] = host.node.swarm.connections(to: target).filter(\.isLimited).count

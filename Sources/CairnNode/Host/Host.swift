@@ -48,6 +48,9 @@ public final class CairnHost: @unchecked Sendable {
         /// Ask the default gateway (PCP, NAT-PMP, UPnP IGD) to forward the listen ports; nil
         /// turns it off. Nothing is asked for loopback-only listen addresses.
         public var portMapping: PortMappingService.Configuration? = PortMappingService.Configuration()
+        /// Find peers on the LAN by libp2p mDNS (and connect to them); nil turns it off. Nothing
+        /// is sent for loopback-only listen addresses.
+        public var mdns: MDNSService.Configuration? = MDNSService.Configuration()
         public var relay = Relay()
         public var autoRelay: AutoRelay.Mode = .auto
         public var autoRelayConfiguration = AutoRelay.Configuration()
@@ -123,6 +126,8 @@ public final class CairnHost: @unchecked Sendable {
     public let holePunch: HolePunchService?
     /// Port mappings on the default gateway (`Configuration.portMapping`).
     public let portMapping: PortMappingService?
+    /// LAN discovery (`Configuration.mdns`).
+    public let mdns: MDNSService?
     public let connectionManager: ConnectionManager
     /// The data directory actually used (nil when ephemeral).
     public let dataDirectory: URL?
@@ -212,6 +217,7 @@ public final class CairnHost: @unchecked Sendable {
             if !configuration.stun { c.mapUDP = false }
             return PortMappingService(node: n, nat: nat, configuration: c, logger: logger)
         }
+        mdns = configuration.mdns.map { MDNSService(node: n, configuration: $0, logger: logger) }
         connectionManager = ConnectionManager(swarm: node.swarm, configuration: configuration.connectionManager, logger: logger)
         metrics = NodeMetrics(swarm: node.swarm, dht: dht, lanDHT: lanDHT, relay: relayService, nat: nat)
         // The host protects what it relies on: its relays, peers relaying through it, punched connections.
@@ -278,6 +284,7 @@ public final class CairnHost: @unchecked Sendable {
         var services: [HostService] = []
         if configuration.autoNATProbing { services.append(nat) }
         if let portMapping { services.append(portMapping) }
+        if let mdns { services.append(mdns) }
         switch (configuration.relay.serve, configuration.relay.when) {
         case (true, .public): relayService.followReachability(of: nat)
         case (true, .always): relayService.setServing(true)
@@ -468,7 +475,9 @@ public final class CairnHost: @unchecked Sendable {
                               maxReservationsPerIp: c.maxReservationsPerIP, maxCircuits: c.maxCircuits,
                               maxCircuitsPerPeer: c.maxCircuitsPerPeer, reservationTtlS: Int(c.reservationTTL),
                               circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(clamping: c.circuitBytes))),
-            portMappings: portMapping?.mappings.map(HostStatus.PortMapping.init))
+            portMappings: portMapping?.mappings.map(HostStatus.PortMapping.init),
+            lanPeers: mdns?.discovered.map { .init(peer: $0.peer.description, addrs: $0.addresses.map(\.description),
+                                                   ageS: Int(clampingSeconds: now.timeIntervalSince($0.at))) })
     }
 }
 
@@ -486,6 +495,8 @@ extension RelayService: HostService {
 extension AutoRelay: HostService {}
 
 extension PortMappingService: HostService {}
+
+extension MDNSService: HostService {}
 
 extension HolePunchService: HostService {
     /// Hole punching reacts to events from construction on; nothing to start.

@@ -102,6 +102,14 @@ public struct HostStatus: Codable, Sendable, Equatable {
     public var serving: Serving
     /// Absent from files written before port mapping existed.
     public var portMappings: [PortMapping]?
+    /// Peers found on the LAN by mDNS (absent when mDNS is off or in older files).
+    public var lanPeers: [LANPeer]?
+
+    public struct LANPeer: Codable, Sendable, Equatable {
+        public var peer: String
+        public var addrs: [String]
+        public var ageS: Int
+    }
 
     public static func decode(_ data: Data) throws -> HostStatus {
         let d = JSONDecoder()

@@ -88,6 +88,7 @@ public final class NATService: @unchecked Sendable {
             }
         }
         node.dialer.setExternalAddressSource { [weak self] in self?.externalAddresses ?? [] }
+        node.dialer.setObservedIPSource { [weak self] in self?.observedIPs ?? [] }
         if configuration.serveAutoNAT {
             node.swarm.handle(AutoNAT.protocolID, service: "autonat") { [weak self] stream in
                 guard let self else { throw StreamError.connectionClosed("AutoNAT service is gone") }
@@ -183,6 +184,17 @@ public final class NATService: @unchecked Sendable {
     }
 
     public var externalAddresses: [Multiaddr] { state.withLockedValue { $0.book.externalAddresses(now: Date()) } }
+
+    /// The public IPs live votes observe us at, adopted or not (address ranking's "same NAT").
+    public var observedIPs: [[UInt8]] {
+        state.withLockedValue { s in
+            var out: [[UInt8]] = []
+            for v in s.book.liveVotes(Date()) {
+                if let (ip, _) = v.observed.tcpEndpoint ?? v.observed.udpEndpoint, IPScope(ip).isPublic, !out.contains(ip) { out.append(ip) }
+            }
+            return out
+        }
+    }
     public var reachability: AutoNAT.ReachabilityTracker { state.withLockedValue { $0.tracker } }
     public static let maxAnswerHistory = 64
 

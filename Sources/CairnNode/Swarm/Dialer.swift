@@ -47,6 +47,10 @@ public struct DialOptions: Sendable {
     public var portUse: PortUse = .listenPort
     /// Bounds each direct address's TCP connect.
     public var connectTimeout: Duration = .seconds(5)
+    /// Direct addresses are dialed best first (`AddressRanking`); the next one starts this long
+    /// after the previous one (at once when it failed), the first to connect wins (RFC 8305's
+    /// connection attempt delay). Zero: one at a time, each to its end.
+    public var attemptDelay: Duration = .milliseconds(250)
     /// Bounds the whole dial (every address, routing included).
     public var timeout: Duration = .seconds(60)
     /// Whether a relayed (limited) connection is an acceptable result.
@@ -140,6 +144,7 @@ public final class Dialer: Sendable {
         var inFlight: [FlightKey: Flight] = [:]
         var routing: [any PeerRouting] = []
         var externalAddresses: @Sendable () -> [Multiaddr] = { [] }
+        var observedIPs: @Sendable () -> [[UInt8]] = { [] }
     }
     private let state = NIOLockedValueBox(State())
     /// Dials actually started (coalesced calls count once).
@@ -284,21 +289,30 @@ public final class Dialer: Sendable {
         throw DialError.unreachable(peer, failures)
     }
 
-    /// Direct addresses one at a time, then (if acceptable) relayed ones.
+    /// What address ranking knows of us: interface addresses and the IPs we are observed at.
+    public func rankingContext() -> AddressRanking.Context {
+        let local = swarm.listenAddresses.compactMap { $0.tcpEndpoint?.ip }
+        let external = state.withLockedValue { $0.externalAddresses }().compactMap { $0.tcpEndpoint?.ip }
+        return AddressRanking.Context(localIPs: local, externalIPs: external + state.withLockedValue { $0.observedIPs }())
+    }
+
+    /// Where ranking learns the IPs peers observe us at beyond the confirmed ones (the NAT service).
+    public func setObservedIPSource(_ source: @escaping @Sendable () -> [[UInt8]]) {
+        state.withLockedValue { $0.observedIPs = source }
+    }
+
+    /// Direct addresses best first and staggered (`attemptDelay`), then (if acceptable) relayed ones.
     private func tryAddresses(_ addrs: [Multiaddr], _ peer: PeerID, _ options: DialOptions, _ failures: inout [DialFailure],
                               _ tried: inout Set<Multiaddr>, started: ContinuousClock.Instant, routed: RoutedAddresses?) async throws -> DialOutcome? {
         let fresh = addrs.map { $0.withoutTrailingPeerID }.filter { tried.insert($0).inserted }
-        let direct = options.relayedOnly ? [] : fresh.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP }
+        let direct = options.relayedOnly ? [] : AddressRanking.rank(fresh.filter { $0.tcpEndpoint != nil && !$0.isUnspecifiedIP }, rankingContext())
         let relayed = fresh.filter(\.isRelayed)
-        let connectTimeout = options.connectTimeout
-        for a in direct {
+        if !direct.isEmpty {
             try Task.checkCancellation()
-            do {
-                let c = try await swarm.dial(a.appending(.p2p(peer)), role: options.role, fromListenPort: options.portUse == .listenPort,
-                                             connectTimeout: connectTimeout)
-                return DialOutcome(connection: c, path: .direct, failures: failures, routed: routed, elapsed: ContinuousClock.now - started)
-            } catch {
-                failures.append(DialFailure(address: a, reason: "\(error)"))
+            let (connection, failed) = await raceDirect(direct, peer, options)
+            failures += failed
+            if let connection {
+                return DialOutcome(connection: connection, path: .direct, failures: failures, routed: routed, elapsed: ContinuousClock.now - started)
             }
         }
         guard options.allowRelayed else {
@@ -320,6 +334,69 @@ public final class Dialer: Sendable {
             }
         }
         return nil
+    }
+
+    private enum AttemptResult: Sendable {
+        case next
+        case connected(Multiaddr, Connection)
+        case failed(Multiaddr, String)
+    }
+
+    /// Dials `addresses` in order, each `attemptDelay` after the previous (or as soon as it
+    /// failed); the first connection wins, the attempts still running are cancelled, and any that
+    /// connect anyway are closed. Returns the winner and the failures (in the order they came).
+    private func raceDirect(_ addresses: [Multiaddr], _ peer: PeerID, _ options: DialOptions) async -> (Connection?, [DialFailure]) {
+        let swarm = self.swarm
+        let delay = options.attemptDelay
+        return await withTaskGroup(of: AttemptResult.self) { group in
+            var next = 0
+            var running = 0
+            var failures: [DialFailure] = []
+            func launch() {
+                let a = addresses[next]
+                next += 1
+                running += 1
+                group.addTask {
+                    do {
+                        let c = try await swarm.dial(a.appending(.p2p(peer)), role: options.role, fromListenPort: options.portUse == .listenPort,
+                                                     connectTimeout: options.connectTimeout)
+                        return .connected(a, c)
+                    } catch {
+                        return .failed(a, "\(error)")
+                    }
+                }
+                if next < addresses.count && delay > .zero {
+                    group.addTask {
+                        try? await Task.sleep(for: delay)
+                        return .next
+                    }
+                }
+            }
+            launch()
+            var winner: Connection?
+            while let r = await group.next() {
+                switch r {
+                case .next:
+                    if winner == nil, next < addresses.count { launch() }
+                case .connected(_, let c):
+                    running -= 1
+                    if winner == nil {
+                        winner = c
+                        group.cancelAll()
+                    } else {
+                        await c.close()  // a slower attempt that connected anyway
+                    }
+                case .failed(let a, let why):
+                    running -= 1
+                    if winner == nil {
+                        failures.append(DialFailure(address: a, reason: why))
+                        // Without a delay (or once every attempt so far failed), the next one now.
+                        if next < addresses.count && (delay == .zero || running == 0) { launch() }
+                    }
+                }
+            }
+            return (winner, failures)
+        }
     }
 
     /// Waits (on the event stream, no polling) for a direct connection to the peer and the

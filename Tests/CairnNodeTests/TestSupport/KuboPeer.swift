@@ -19,8 +19,13 @@ final class KuboPeer: @unchecked Sendable {
     private(set) var peerID = ""
     private(set) var addrs: [String] = []
 
-    init(_ flags: [String] = []) throws {
-        process = try NATLab.Spawned(executable: try Self.python(), arguments: [Self.script, "--repo", repo.path] + flags, label: "kubo")
+    /// Runs in `host`'s namespace of `lab` when given.
+    init(_ flags: [String] = [], lab: NATLab? = nil, host: NATLab.Host? = nil) throws {
+        if let lab, let host {
+            process = try lab.spawn(in: host, [try Self.python(), Self.script, "--repo", repo.path] + flags)
+        } else {
+            process = try NATLab.Spawned(executable: try Self.python(), arguments: [Self.script, "--repo", repo.path] + flags, label: "kubo")
+        }
         let ready = try next(timeout: 60)
         guard ready["event"] as? String == "ready", let id = ready["peer_id"] as? String else {
             throw NATLab.LabError.setupFailed("kubo did not start: \(ready) \(process.stderr.string.suffix(2000))")
