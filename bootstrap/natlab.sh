@@ -27,8 +27,14 @@
 #   home       endpoint-independent mapping, address-and-port-dependent filtering (masquerade)
 #   symmetric  address-and-port-dependent mapping (masquerade fully-random)
 #   open       no NAT: a routed public host behind a stateful firewall that admits inbound to it
+#   fw6        dual stack: IPv4 as `home`; IPv6 routed with no NAT, behind the same stateful
+#              firewall (inbound new connections dropped). Any fw6 router turns IPv6 on in the whole
+#              lab: public hosts get 2001:db8:(100+I)::1/64 beside their IPv4 address, fw6 routers
+#              2001:db8:(10+X)::1 on wan0 and 2001:db8:f0X::1/64 on lan0, their hosts
+#              2001:db8:f0X::2 (summary lines `NAME-v6 NETNS IPV6`)
 #   upnp       a home router (as `home`) whose nftables layout lets miniupnpd add port mappings;
 #              the daemon is started and stopped with `upnpd` (below)
+# The word `ipv6` in SPEC turns IPv6 on for the public hosts without a fw6 router.
 # e.g. `natlab.sh up cl1a2b pub:3 fullcone:a home:b symmetric:c open:d`.
 #
 # Topology (nothing routes off the machine; no namespace has a default route except LAN hosts):
@@ -104,14 +110,20 @@ cmd_flush() {
 ns_add() {
     ip netns add "$1"
     ip -n "$1" link set lo up
-    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    if [ "${V6:-0}" = 1 ]; then
+        # IPv6 on, but quiet: static addresses only (no router advertisements, no DAD wait).
+        ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+            net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0 net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+    else
+        ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    fi
 }
 
 # The router's nftables ruleset for KIND. $1 kind, $2 LAN host address.
 router_ruleset() {
     local kind=$1 host=$2 nat="" inbound=""
     case "$kind" in
-        home)
+        home|fw6)
             nat='oifname "wan0" masquerade' ;;
         symmetric)
             nat='oifname "wan0" masquerade fully-random' ;;
@@ -130,6 +142,7 @@ table inet filter {
         type filter hook input priority filter; policy accept;
         iifname "wan0" ct state established,related accept
         iifname "wan0" icmp type echo-request accept
+        iifname "wan0" meta l4proto ipv6-icmp accept
         iifname "wan0" ct state invalid counter drop comment "wan-invalid-drop"
         iifname "wan0" ct state new counter drop comment "wan-new-drop"
     }
@@ -329,6 +342,7 @@ cmd_up() {
     local npub=0 spec kind name count
     local -a kinds=() names=() counts=()
     for spec in "$@"; do
+        if [ "$spec" = ipv6 ]; then V6=1; continue; fi   # IPv6 on the public hosts, with no fw6 router
         kind=${spec%%:*}; name=${spec#*:}; count=1
         if [[ "$name" == *"*"* ]]; then
             count=${name#*\*}; name=${name%%\**}
@@ -340,11 +354,12 @@ cmd_up() {
             pub)
                 [[ "$name" =~ ^[0-9]+$ ]] && ((name >= 1 && name <= 99)) || die "bad spec '$spec' (pub:1..99)"
                 npub=$name ;;
-            fullcone|home|symmetric|open|upnp)
+            fullcone|home|symmetric|open|upnp|fw6)
+                [ "$kind" != fw6 ] || V6=1
                 [[ "$name" =~ ^[a-z0-9]{1,6}$ ]] || die "bad router name '$name' (1-6 chars of [a-z0-9])"
                 for n in "${names[@]+"${names[@]}"}"; do [ "$n" != "$name" ] || die "duplicate router name '$name'"; done
                 kinds+=("$kind"); names+=("$name"); counts+=("$count") ;;
-            *) die "unknown kind '$kind' (pub, fullcone, home, symmetric, open, upnp)" ;;
+            *) die "unknown kind '$kind' (pub, fullcone, home, symmetric, open, upnp, fw6)" ;;
         esac
     done
     ((${#names[@]} <= 89)) || die "at most 89 routers"
@@ -356,7 +371,7 @@ cmd_up() {
     echo "${NATLAB_OWNER:-$PPID}" >"$OWNERS/$prefix"
     local wan="$prefix-wan" summary="" i x ns r h wanip lanip hostip lannet
     ns_add "$wan"
-    ip -n "$wan" link add br0 type bridge
+    ip -n "$wan" link add br0 type bridge mcast_snooping 0
     ip -n "$wan" link set br0 up
 
     for ((i = 1; i <= npub; i++)); do
@@ -367,6 +382,12 @@ cmd_up() {
         ip -n "$ns" addr add "198.18.0.$((100 + i))/15" dev eth0
         ip -n "$ns" link set eth0 up
         summary+="pub$i $ns 198.18.0.$((100 + i))"$'\n'
+        if [ "${V6:-0}" = 1 ]; then
+            # Each public host in a /48 of its own (distinct observers), all on the one segment.
+            ip -n "$ns" addr add "2001:db8:$((100 + i))::1/64" dev eth0 nodad
+            ip -n "$ns" -6 route add 2001:db8::/32 dev eth0
+            summary+="pub$i-v6 $ns 2001:db8:$((100 + i))::1"$'\n'
+        fi
     done
 
     for x in "${!names[@]}"; do
@@ -384,6 +405,12 @@ cmd_up() {
         ip -n "$r" link set wan0 up
 
         summary+="r-$name $r $wanip"$'\n'
+        if [ "$kind" = fw6 ]; then
+            ip netns exec "$r" sysctl -qw net.ipv6.conf.all.forwarding=1
+            ip -n "$r" addr add "2001:db8:$((10 + x))::1/64" dev wan0 nodad
+            ip -n "$r" -6 route add 2001:db8::/32 dev wan0
+            summary+="r-$name-v6 $r 2001:db8:$((10 + x))::1"$'\n'
+        fi
         if ((count == 1)); then
             ns_add "$h"
             ip -n "$r" link add lan0 type veth peer name eth0 netns "$h"
@@ -393,6 +420,12 @@ cmd_up() {
             ip -n "$h" link set eth0 up
             ip -n "$h" route add default via "$lanip"
             summary+="$name $h $hostip"$'\n'
+            if [ "$kind" = fw6 ]; then
+                ip -n "$r" addr add "2001:db8:f0$x::1/64" dev lan0 nodad
+                ip -n "$h" addr add "2001:db8:f0$x::2/64" dev eth0 nodad
+                ip -n "$h" -6 route add default via "2001:db8:f0$x::1"
+                summary+="$name-v6 $h 2001:db8:f0$x::2"$'\n'
+            fi
         else
             # One LAN segment: lan0 is a bridge with a port per host. Bridge netfilter would send
             # host-to-host frames through the forward chain (policy drop): off in this namespace.
@@ -411,9 +444,25 @@ cmd_up() {
                 ip -n "$hns" link set eth0 up
                 ip -n "$hns" route add default via "$lanip"
                 summary+="$hn $hns $hip"$'\n'
+                if [ "$kind" = fw6 ]; then
+                    ((j > 1)) || ip -n "$r" addr add "2001:db8:f0$x::1/64" dev lan0 nodad
+                    ip -n "$hns" addr add "2001:db8:f0$x::$((1 + j))/64" dev eth0 nodad
+                    ip -n "$hns" -6 route add default via "2001:db8:f0$x::1"
+                    summary+="$hn-v6 $hns 2001:db8:f0$x::$((1 + j))"$'\n'
+                fi
             done
         fi
         router_ruleset "$kind" "$hostip" | ip netns exec "$r" nft -f -
+    done
+
+    # Routes to the IPv6 LANs behind `fw6` routers, from every public host and other fw6 router.
+    for x in "${!names[@]}"; do
+        [ "${kinds[$x]}" = fw6 ] || continue
+        local net6="2001:db8:f0$((x + 1))::/64" via6="2001:db8:$((11 + x))::1"
+        for ((i = 1; i <= npub; i++)); do ip -n "$prefix-pub$i" -6 route add "$net6" via "$via6"; done
+        for n in "${!names[@]}"; do
+            [ "${kinds[$n]}" = fw6 ] && [ "$n" != "$x" ] && ip -n "$prefix-r-${names[$n]}" -6 route add "$net6" via "$via6"
+        done
     done
 
     # Routes to the public LANs behind `open` routers, from every public host and router.

@@ -260,3 +260,36 @@ let portMappingTarget = FuzzTarget(
             Array("HTTP/1.1 500 x\r\n\r\n<UPnPError><errorCode>718</errorCode><errorDescription>x</errorDescription></UPnPError>".utf8),
         ]
     })
+
+// MARK: mDNS
+
+/// One datagram from 224.0.0.251:5353: decoded as a DNS message, and fed to a discovery that
+/// answers queries and reads announcements.
+let mdnsTarget = FuzzTarget(
+    name: "mdns", summary: "libp2p mDNS: DNS messages (compression, TXT, SRV, A/AAAA) and the discovery logic",
+    maxLength: DNSMessage.maxLength,
+    run: { b in
+        if let m = try? DNSMessage.decode(b) {
+            check(m.questions.count + m.records.count <= DNSMessage.maxEntries, "\(m.questions.count + m.records.count) entries decoded")
+            for r in m.records {
+                if case .a(let ip) = r.data { check(ip.count == 4, "an A record of \(ip.count) bytes") }
+                if case .aaaa(let ip) = r.data { check(ip.count == 16, "an AAAA record of \(ip.count) bytes") }
+            }
+        }
+        var d = MDNSDiscovery(localPeer: Fixed.keyA.peerID, peerName: "fuzz0123456789abcdefghijklmnopqrstuv")
+        d.setAddresses([Multiaddr(components: [.ip4([10, 0, 1, 2]), .tcp(4001)])])
+        for a in (try? d.received(b, now: 0)) ?? [] {
+            switch a {
+            case .send(let out): check(out.count <= DNSMessage.maxLength, "an answer of \(out.count) bytes")
+            case .discovered(let p, let addrs):
+                check(p != Fixed.keyA.peerID, "ourselves discovered")
+                check(addrs.count <= MDNSDiscovery.maxAddressesPerPeer && !addrs.contains(where: \.isRelayed), "\(addrs.count) addresses, relayed ones kept")
+            }
+        }
+    },
+    seeds: { _ in
+        var d = MDNSDiscovery(localPeer: Fixed.keyB.peerID, peerName: "seed0123456789abcdefghijklmnopqrstuv")
+        d.setAddresses([Multiaddr(components: [.ip4([10, 0, 1, 3]), .tcp(4001)])])
+        return [MDNSDiscovery.query(), d.response(), [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 12, 0, 1]]
+    })
+

@@ -26,7 +26,7 @@ let allTargets: [FuzzTarget] = [
     noiseHandshakeTarget, noiseTransportTarget, secureConnectionTarget, yamuxTarget,
     identifyTarget, kadMessageTarget, kadRecordTarget, ipnsTarget, envelopeTarget,
     multiaddrTarget, peerIDTarget, cidTarget,
-    relayTarget, autonatTarget, dcutrTarget, stunTarget, p2pdTarget, portMappingTarget,
+    relayTarget, autonatTarget, dcutrTarget, stunTarget, p2pdTarget, portMappingTarget, mdnsTarget,
 ]
 
 nonisolated(unsafe) var selected: FuzzTarget?

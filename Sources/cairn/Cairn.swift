@@ -89,8 +89,8 @@ struct RunNode: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var dht: DHTOptions
     @OptionGroup(title: "Resource limits") var limits: ResourceOptions
-    @Option(name: .customLong("listen"), help: "Listen multiaddr (repeatable).")
-    var listen: [String] = ["/ip4/0.0.0.0/tcp/4001"]
+    @Option(name: .customLong("listen"), help: "Listen multiaddr (repeatable). Default: IPv4 and IPv6 (IPv6 skipped where it is off).")
+    var listen: [String] = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
     @Option(name: .customLong("connect"), help: "Peer multiaddr to connect to at start (repeatable).")
     var connect: [String] = []
     @Flag(name: .customLong("autonat-allow-private"), help: "Serve AutoNAT dial-backs to private addresses too (labs, LANs).")

@@ -97,7 +97,7 @@ struct DialCommand: AsyncParsableCommand {
         } else {
             var config = try oneShotConfiguration(common, dht: dht)
             // A listener (our dials' port, the punch's), AutoNAT answers, and the hole-punch responder.
-            config.listenAddresses = [try Multiaddr("/ip4/0.0.0.0/tcp/0")]
+            config.listenAddresses = [try Multiaddr("/ip4/0.0.0.0/tcp/0"), try Multiaddr("/ip6/::/tcp/0")]
             config.nat.serveAutoNAT = true
             config.holePunching = HolePunchService.Configuration()
             let host = try CLIError.wrap { try CairnHost(configuration: config, logger: logger) }

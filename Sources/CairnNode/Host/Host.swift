@@ -31,7 +31,8 @@ public final class CairnHost: @unchecked Sendable {
         public var identity: PrivateKey?
         /// What to do when another process holds the data directory.
         public var whenDataDirectoryLocked: LockPolicy = .fail
-        public var listenAddresses: [Multiaddr] = [Multiaddr.unchecked("/ip4/0.0.0.0/tcp/4001")]
+        /// Dual stack by default; the IPv6 wildcard is skipped (with a warning) where IPv6 is off.
+        public var listenAddresses: [Multiaddr] = [Multiaddr.unchecked("/ip4/0.0.0.0/tcp/4001"), Multiaddr.unchecked("/ip6/::/tcp/4001")]
         /// Peers to join the DHT through (`/p2p/<id>` required).
         public var bootstrapPeers: [Multiaddr] = []
         /// Peers to connect to once listening.

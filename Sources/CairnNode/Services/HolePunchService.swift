@@ -112,10 +112,13 @@ public final class HolePunchService: @unchecked Sendable {
     /// Hole-punch dials started so far (bounded per attempt by `DCUtR.maxDialsPerAttempt`).
     public var dialsStarted: Int { state.withLockedValue { $0.dialsStarted } }
 
-    /// The addresses we offer: voted external ones (TCP), plus with `allowPrivateAddresses` our
-    /// listen addresses; never loopback or private ones otherwise.
+    /// The addresses we offer: voted external ones (TCP), our listen addresses that are public
+    /// themselves (a global IPv6 address behind a stateful firewall: no NAT, the punch opens the
+    /// firewall), plus with `allowPrivateAddresses` every listen address; never loopback or
+    /// private ones otherwise.
     func ourAddresses() -> [Multiaddr] {
         var candidates = (nat?.externalAddresses ?? []).filter { $0.tcpEndpoint != nil }
+        candidates += node.listenAddresses.filter { $0.tcpEndpoint.map { IPScope($0.ip).isPublic } ?? false }
         if configuration.allowPrivateAddresses { candidates += node.listenAddresses }
         return DCUtR.dialable(candidates, allowPrivate: configuration.allowPrivateAddresses).kept
     }

@@ -77,7 +77,16 @@ public final class Node: @unchecked Sendable {
     @discardableResult
     public func listen(_ addresses: [Multiaddr]) async throws -> [Multiaddr] {
         var all: [Multiaddr] = []
-        for a in addresses { all += try await swarm.listen(a) }
+        var skipped: [(Multiaddr, Error)] = []
+        for a in addresses {
+            do {
+                all += try await swarm.listen(a)
+            } catch where a.isIPv6Wildcard && addresses.contains(where: { !$0.isIPv6Wildcard }) {
+                // The dual-stack default on a host without IPv6: IPv4 alone will do.
+                skipped.append((a, error))
+            }
+        }
+        for (a, e) in skipped { logger.warning("not listening on \(a) (no IPv6 here?): \(e)") }
         local.addressesChanged()
         return all
     }

@@ -40,7 +40,10 @@ public final class STUNServer: Sendable {
     public static func start(bindingTo address: SocketAddress, group: EventLoopGroup, software: String? = "cairn",
                              reuseAddress: Bool = false, logger: Logger) async throws -> STUNServer {
         let logic = NIOLockedValueBox(STUNServerLogic(software: software))
-        let bootstrap = DatagramBootstrap(group: group)
+        var bootstrap = DatagramBootstrap(group: group)
+        // Beside an IPv4 responder on the same port number (a dual-stack node).
+        if case .v6 = address { bootstrap = bootstrap.channelOption(SocketOptions.ipv6Only, value: 1) }
+        bootstrap = bootstrap
             .channelOption(SocketOptions.reuseAddr, value: reuseAddress ? 1 : 0)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -32,6 +32,14 @@ extension Multiaddr {
     }
 }
 
+extension Multiaddr {
+    /// `/ip6/::/tcp/…`: the IPv6 half of a dual-stack listen default.
+    var isIPv6Wildcard: Bool {
+        if case .ip6(let b)? = components.first { return b.allSatisfy { $0 == 0 } }
+        return false
+    }
+}
+
 enum SocketOptions {
     /// SO_REUSEPORT, which NIO does not name: lets outbound dials share the listen port, which
     /// TCP hole punching needs.
@@ -39,6 +47,10 @@ enum SocketOptions {
         level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
     static let reuseAddr = ChannelOptions.Types.SocketOption(
         level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_REUSEADDR))
+    /// IPV6_V6ONLY: an IPv6 socket on [::]:port takes IPv6 only, so it can sit beside the IPv4
+    /// one on 0.0.0.0:port (with SO_REUSEPORT they would otherwise share IPv4 connections at random).
+    static let ipv6Only = ChannelOptions.Types.SocketOption(
+        level: NIOBSDSocket.OptionLevel(rawValue: Int32(IPPROTO_IPV6)), name: NIOBSDSocket.Option(rawValue: IPV6_V6ONLY))
 }
 
 /// Expands a wildcard listen address into the host's interface addresses of that family.

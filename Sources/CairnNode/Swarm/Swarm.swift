@@ -133,9 +133,11 @@ public final class Swarm: @unchecked Sendable {
     @discardableResult
     public func listen(_ address: Multiaddr) async throws -> [Multiaddr] {
         let socketAddress = try address.tcpSocketAddress()
-        let bootstrap = ServerBootstrap(group: group)
+        var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(SocketOptions.reuseAddr, value: 1)
             .serverChannelOption(SocketOptions.reusePort, value: configuration.reuseListenPort ? 1 : 0)
+        if case .v6 = socketAddress { bootstrap = bootstrap.serverChannelOption(SocketOptions.ipv6Only, value: 1) }
+        bootstrap = bootstrap
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -242,6 +244,7 @@ public final class Swarm: @unchecked Sendable {
                 }
             }
         if let local {
+            if case .v6 = local { bootstrap = bootstrap.channelOption(SocketOptions.ipv6Only, value: 1) }
             bootstrap = bootstrap
                 .channelOption(SocketOptions.reuseAddr, value: 1)
                 .channelOption(SocketOptions.reusePort, value: 1)
