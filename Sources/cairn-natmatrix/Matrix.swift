@@ -20,7 +20,8 @@ struct Matrix: ParsableCommand {
     @Option(help: "Comma-separated kinds among public, fullcone, home, symmetric.") var kinds = "public,fullcone,home,symmetric"
     @Option(help: """
         Rows beyond the kind pairs (comma-separated): upnp (public, home and symmetric dialing a target behind a \
-        home router running miniupnpd), lan (two hosts behind one home router, knowing only the public peers). \
+        home router running miniupnpd), lan (two hosts behind one home router, knowing only the public peers), \
+        ipv6 (two hosts with global IPv6 addresses behind stateful firewalls, dual-stack public peers). \
         With --only-scenarios, the kind pairs are skipped.
         """) var scenarios = ""
     @Flag(help: "Run only --scenarios, not the kind pairs.") var onlyScenarios = false
@@ -43,6 +44,7 @@ struct Matrix: ParsableCommand {
             switch s {
             case "upnp": rows += ["public", "home", "symmetric"].map(Scenario.upnp)
             case "lan": rows.append(.sameLAN)
+            case "ipv6": rows.append(.ipv6Firewalls)
             default: throw ValidationError("unknown scenario \(s)")
             }
         }
@@ -79,6 +81,8 @@ struct Matrix: ParsableCommand {
         /// B is private (it takes a relay slot, unless a port mapping makes it public).
         var bPrivate: Bool
         var bMapsPort = false
+        /// Dual stack: public hosts listen on IPv6 too and are bootstrapped by it; B listens on both.
+        var ipv6 = false
 
         static func labKind(_ k: String) -> String { k == "public" ? "open" : k }
 
@@ -91,6 +95,8 @@ struct Matrix: ParsableCommand {
         }
 
         static let sameLAN = Scenario(a: "home (same LAN)", b: "home", spec: ["home:a*2"], hostA: "a", hostB: "a2", bPrivate: true)
+
+        static let ipv6Firewalls = Scenario(a: "IPv6 firewall", b: "IPv6 firewall", spec: ["fw6:a", "fw6:b"], bPrivate: true, ipv6: true)
     }
 
     /// One row: a lab of its own, `trials` trials.
@@ -117,10 +123,12 @@ struct Matrix: ParsableCommand {
         for i in 1...4 {
             let h = ip["pub\(i)"]!
             let extra = i == 1 ? ["--relay", "--relay-when", "always"] : []
+            let h6 = ip["pub\(i)-v6"]
+            let listen6 = row.ipv6 && h6 != nil ? ["--listen", "/ip6/\(h6!.ip)/tcp/4001"] : []
             let (p, id) = try startNode(bin, ns: h.ns, listen: "/ip4/\(h.ip)/tcp/4001", dir: dir.appendingPathComponent("pub\(i)"),
-                                        extra: extra + ["--auto-relay", "off"])
+                                        extra: extra + ["--auto-relay", "off"] + listen6)
             daemons.append(p)
-            bootstrap.append("/ip4/\(h.ip)/tcp/4001/p2p/\(id)")
+            bootstrap.append(row.ipv6 && h6 != nil ? "/ip6/\(h6!.ip)/tcp/4001/p2p/\(id)" : "/ip4/\(h.ip)/tcp/4001/p2p/\(id)")
         }
         var direct = 0, relayed = 0, failed = 0
         var directMs: [Double] = []
@@ -130,7 +138,7 @@ struct Matrix: ParsableCommand {
             _ = run("/bin/bash", [Self.natlab, "flush", prefix], timeout: 30)
             let bDir = dir.appendingPathComponent("b-\(t)")
             let bExtra = (row.bPrivate ? ["--auto-relay", "always"] : ["--auto-relay", "off"]) + ["--dht-mode", "client", "--no-mdns"]
-                + bootstrap.flatMap { ["--bootstrap", $0] }
+                + (row.ipv6 ? ["--listen", "/ip6/::/tcp/4001"] : []) + bootstrap.flatMap { ["--bootstrap", $0] }
             let (bNode, bID): (Process, String)
             do {
                 (bNode, bID) = try startNode(bin, ns: ip[row.hostB]!.ns, listen: "/ip4/0.0.0.0/tcp/4001", dir: bDir, extra: bExtra)

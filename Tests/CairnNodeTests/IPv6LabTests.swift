@@ -58,6 +58,8 @@ final class IPv6LabTests: XCTestCase {
         XCTAssertTrue((r["direct_failures"] as? [String] ?? []).contains { $0.hasPrefix("/ip6/\(b6)/tcp/4001") }, "the plain dial was tried and failed: \(r)")
         // The firewall did drop that first dial.
         XCTAssertGreaterThan(try l.lab.nftCounter(in: try l.lab.router("b"), comment: "fwd-drop"), 0)
+        // AutoNAT over IPv6: b's peers (reached over IPv6) could not dial it back through the firewall.
+        try l.n.waitFor("AutoNAT to find b private", timeout: 40) { l.n.status("b")?["reachability"] as? String == "private" }
     }
 
     /// Two dual-stack public peers: a dialer that joined over IPv4 and finds both families for
