@@ -121,7 +121,7 @@ ns_add() {
 
 # The router's nftables ruleset for KIND. $1 kind, $2 LAN host address.
 router_ruleset() {
-    local kind=$1 host=$2 nat="" inbound=""
+    local kind=$1 host=$2 nat="" inbound="" upnp=""
     case "$kind" in
         home|fw6)
             nat='oifname "wan0" masquerade' ;;
@@ -133,8 +133,27 @@ router_ruleset() {
         open)
             inbound="iifname \"wan0\" oifname \"lan0\" ip daddr $host accept" ;;
         upnp)
-            upnp_ruleset
-            return ;;
+            # miniupnpd's nftables backend adds its rules to these chains of `inet filter`
+            # (Debian's nft_init.sh, which would make them, is broken in bookworm).
+            nat='oifname "wan0" masquerade'
+            inbound='jump miniupnpd'
+            upnp=$(cat <<'EOF'
+    chain miniupnpd {
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        jump prerouting_miniupnpd
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        jump postrouting_miniupnpd
+    }
+    chain prerouting_miniupnpd {
+    }
+    chain postrouting_miniupnpd {
+    }
+EOF
+) ;;
     esac
     cat <<EOF
 table inet filter {
@@ -153,6 +172,7 @@ table inet filter {
         ${inbound}
         counter drop comment "fwd-drop"
     }
+${upnp}
 }
 EOF
     if [ -n "$nat" ]; then
@@ -188,45 +208,6 @@ table ip nat {
 }
 EOF
     fi
-}
-
-# A home router laid out as miniupnpd's nftables backend expects (Debian's nft_init.sh is
-# broken in bookworm): table inet filter with the chains `miniupnpd` (jumped to from forward),
-# `prerouting_miniupnpd` and `postrouting_miniupnpd` (jumped to from the NAT hooks).
-upnp_ruleset() {
-    cat <<EOF
-table inet filter {
-    chain input {
-        type filter hook input priority filter; policy accept;
-        iifname "wan0" ct state established,related accept
-        iifname "wan0" icmp type echo-request accept
-        iifname "wan0" ct state invalid counter drop comment "wan-invalid-drop"
-        iifname "wan0" ct state new counter drop comment "wan-new-drop"
-    }
-    chain forward {
-        type filter hook forward priority filter; policy drop;
-        ct state established,related accept
-        iifname "lan0" oifname "wan0" accept
-        jump miniupnpd
-        counter drop comment "fwd-drop"
-    }
-    chain miniupnpd {
-    }
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        jump prerouting_miniupnpd
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        jump postrouting_miniupnpd
-        oifname "wan0" masquerade
-    }
-    chain prerouting_miniupnpd {
-    }
-    chain postrouting_miniupnpd {
-    }
-}
-EOF
 }
 
 # Runs "$@" in the background with output to $1 and its pid in $2, holding no descriptor of

@@ -699,6 +699,10 @@ struct Netcheck: AsyncParsableCommand {
             try? await Task.sleep(for: .milliseconds(100))
         }
         let mappings = host.portMapping?.mappings ?? []
+        let paths = conns.map { c -> (String, String, String) in
+            let (p, why) = Reports.path(of: c, host: host)
+            return (c.remotePeer?.description ?? "?", p, why)
+        }
         let mappingNote = host.portMapping == nil ? "off" : host.portMapping?.note
         let r = nat.report()
         await host.shutdown()
@@ -727,6 +731,7 @@ struct Netcheck: AsyncParsableCommand {
                     return o
                 },
                 "port_mapping_note": mappingNote ?? NSNull(),
+                "connections": paths.map { ["peer": $0.0, "path": $0.1, "path_why": $0.2] },
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
         } else {
@@ -743,6 +748,7 @@ struct Netcheck: AsyncParsableCommand {
                 print("  \(a.serverGroup.description.padding(toLength: 18, withPad: " ", startingAt: 0)) \(a.status) -> \(a.reachability.rawValue) (confidence \(a.confidence))  \(a.server)")
             }
             print("reachability: \(r.reachability.reachability.rawValue) (confidence \(r.reachability.confidence))")
+            for (peer, p, why) in paths { print("connection to \(peer): \(p) (\(why))") }
             if mappings.isEmpty {
                 print("port mapping: none (\(mappingNote ?? "no outcome within --duration"))")
             }

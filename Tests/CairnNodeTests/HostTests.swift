@@ -30,6 +30,26 @@ final class HostTests: LoopbackNodesTestCase {
 
     func address(of h: CairnHost) -> Multiaddr { h.listenAddresses[0].appending(.p2p(h.peerID)) }
 
+    // MARK: Sockets
+
+    /// The swarm keeps every UDP socket of the host (here the STUN responder beside the TCP
+    /// port) and closes them at shutdown; loopback-only hosts neither map ports nor multicast.
+    func testTheSwarmOwnsTheUDPSocketsAndClosesThemAtShutdown() async throws {
+        var c = try loopbackHostConfiguration()
+        c.stun = true
+        let h = try CairnHost(configuration: c, group: group, logger: logs.logger(label: "udp"))
+        try await h.start()
+        let sockets = h.node.swarm.datagramSockets
+        XCTAssertEqual(sockets.map(\.purpose), ["stun"])
+        XCTAssertEqual(sockets.first?.local?.port, h.listenAddresses.first?.tcpEndpoint.map { Int($0.port) })
+        XCTAssertEqual(h.portMapping?.note, "no IPv4 listen address beyond loopback")
+        XCTAssertEqual(h.mdns?.note, "no IPv4 listen address beyond loopback")
+        let channel = try XCTUnwrap(h.stunServers.first?.channel)
+        await h.shutdown()
+        XCTAssertTrue(h.node.swarm.datagramSockets.isEmpty)
+        XCTAssertFalse(channel.isActive, "closed with the swarm")
+    }
+
     // MARK: Event stream
 
     func testEventStreamDeliversEstablishedIdentifiedClosedInOrderUntilCancelled() async throws {

@@ -33,6 +33,19 @@ final class LANLabTests: XCTestCase {
         XCTAssertEqual(r["how"] as? String, "direct", "\(r)")
         XCTAssertEqual(r["address"] as? String, "/ip4/\(ha.ip)/tcp/4001", "\(r)")
         XCTAssertEqual(r["path"] as? String, "lan", "\(r)")
+
+        // Hostile LAN traffic: a compression loop, a truncated header, a TXT string past its
+        // record. Each is dropped and counted; the node carries on.
+        let junk = #"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+        for d in [bytes([0,0,0,0,0,1,0,0,0,0,0,0,0xc0,12,0,12,0,1]), bytes([0,0,0x84]),
+                  bytes([0,0,0x84,0,0,0,0,1,0,0,0,0,1,0x78,0,0,16,0,1,0,0,0,1,0,3,9,1,2])]:
+            s.sendto(d, ("224.0.0.251", 5353))
+        """#
+        XCTAssertEqual(lab.run(in: ha2, ["/usr/bin/python3", "-c", junk]).status, 0)
+        try n.waitFor("a to drop the three datagrams", timeout: 10) { (n.status("a")?["mdns_dropped"] as? Int ?? 0) >= 3 }
+        XCTAssertTrue(connected(n, "a").contains(a2))
     }
 
     func testCairnFindsKuboByMDNS() throws {

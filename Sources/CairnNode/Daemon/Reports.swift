@@ -136,8 +136,15 @@ public enum Reports {
         case .existing, .direct:
             break
         }
-        guard let (ip, _) = o.connection.remoteAddress?.tcpEndpoint else { return ("direct", "a direct connection") }
-        let peerAddrs = (o.routed?.addresses ?? []) + (o.connection.remotePeer.flatMap { host.node.identifyService.lastInfo(from: $0)?.listenAddrs } ?? [])
+        return path(of: o.connection, knownAddresses: o.routed?.addresses ?? [], host: host)
+    }
+
+    /// The path of a direct connection: `lan`, `ipv6`, `port-mapped` or `public` (and why), from
+    /// its remote address and what the peer advertises (`knownAddresses` and identify).
+    public static func path(of connection: Connection, knownAddresses: [Multiaddr] = [], host: CairnHost) -> (String, String) {
+        if connection.isLimited { return ("relayed", "through relay \(connection.relay?.description ?? "?")") }
+        guard let (ip, _) = connection.remoteAddress?.tcpEndpoint else { return ("direct", "a direct connection") }
+        let peerAddrs = knownAddresses + (connection.remotePeer.flatMap { host.node.identifyService.lastInfo(from: $0)?.listenAddrs } ?? [])
         let context = host.node.dialer.rankingContext()
         switch IPScope(ip) {
         case .privateRange, .linkLocal, .loopback, .unspecified:

@@ -402,6 +402,7 @@ public final class CairnHost: @unchecked Sendable {
             do {
                 let s = try await STUNServer.start(besideTCP: udpBeside, group: node.swarm.group, logger: logger)
                 state.withLockedValue { $0.stunServers.append(s) }
+                node.swarm.adoptDatagramChannel(s.channel, purpose: "stun")
             } catch {
                 logger.warning("STUN responder beside \(a) not started: \(error)")
             }
@@ -478,7 +479,8 @@ public final class CairnHost: @unchecked Sendable {
                               circuitDurationS: Int(c.circuitDuration), circuitBytes: Int(clamping: c.circuitBytes))),
             portMappings: portMapping?.mappings.map(HostStatus.PortMapping.init),
             lanPeers: mdns?.discovered.map { .init(peer: $0.peer.description, addrs: $0.addresses.map(\.description),
-                                                   ageS: Int(clampingSeconds: now.timeIntervalSince($0.at))) })
+                                                   ageS: Int(clampingSeconds: now.timeIntervalSince($0.at))) },
+            mdnsDropped: mdns?.dropped)
     }
 }
 

@@ -104,6 +104,8 @@ public struct HostStatus: Codable, Sendable, Equatable {
     public var portMappings: [PortMapping]?
     /// Peers found on the LAN by mDNS (absent when mDNS is off or in older files).
     public var lanPeers: [LANPeer]?
+    /// mDNS datagrams dropped as malformed (absent when mDNS is off).
+    public var mdnsDropped: Int?
 
     public struct LANPeer: Codable, Sendable, Equatable {
         public var peer: String

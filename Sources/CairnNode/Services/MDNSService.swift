@@ -108,7 +108,7 @@ public final class MDNSService: @unchecked Sendable {
             s.logic.setAddresses(addrs)
             return true
         }
-        guard proceed else { try? await channel.close(); return }
+        guard proceed, node.swarm.adoptDatagramChannel(channel, purpose: "mdns") else { try? await channel.close(); return }
         logger.info("mDNS discovery on", metadata: ["peer_name": "\(state.withLockedValue { $0.logic.peerName })", "interfaces": "\(joined)"])
         channel.eventLoop.execute { [self] in
             let actions = state.withLockedValue { $0.logic.start(now: now) }

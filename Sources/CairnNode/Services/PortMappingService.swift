@@ -160,7 +160,7 @@ public final class PortMappingService: @unchecked Sendable {
             for proto in protos {
                 let key = Self.key(proto, port)
                 let d = PortMappingDriver(proto: proto, internalPort: port, gateway: gateway, configuration: configuration,
-                                          loop: node.swarm.group.next(), logger: logger) { [weak self] m in self?.changed(key, m) }
+                                          swarm: node.swarm, logger: logger) { [weak self] m in self?.changed(key, m) }
                 drivers.append(d)
             }
         }
@@ -324,6 +324,8 @@ final class PortMappingDriver: @unchecked Sendable {
     let gateway: [UInt8]
     let configuration: PortMappingService.Configuration
     let loop: EventLoop
+    /// Owns the sockets (closes them at shutdown).
+    let swarm: Swarm
     let logger: Logger
     let report: @Sendable (PortMappingService.Mapping) -> Void
 
@@ -339,7 +341,9 @@ final class PortMappingDriver: @unchecked Sendable {
     private var current: PortMappingService.Mapping
 
     init(proto: PortMapping.TransportProtocol, internalPort: UInt16, gateway: [UInt8], configuration: PortMappingService.Configuration,
-         loop: EventLoop, logger: Logger, report: @escaping @Sendable (PortMappingService.Mapping) -> Void) {
+         swarm: Swarm, logger: Logger, report: @escaping @Sendable (PortMappingService.Mapping) -> Void) {
+        self.swarm = swarm
+        let loop = swarm.group.next()
         self.proto = proto
         self.internalPort = internalPort
         self.gateway = gateway
@@ -371,7 +375,7 @@ final class PortMappingDriver: @unchecked Sendable {
         bootstrap.connect(to: gw).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let ch):
-                guard !self.stopped else { ch.close(promise: nil); return }
+                guard !self.stopped, self.swarm.adoptDatagramChannel(ch, purpose: "pcp/nat-pmp") else { ch.close(promise: nil); return }
                 self.pmpChannel = ch
                 guard let local = ch.localAddress?.ipAddress.flatMap(IPAddressText.parse4) else {
                     return self.dialectFailed("no local IPv4 address towards the gateway")
@@ -405,7 +409,7 @@ final class PortMappingDriver: @unchecked Sendable {
         bootstrap.bind(host: "0.0.0.0", port: 0).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let ch):
-                guard !self.stopped else { ch.close(promise: nil); return }
+                guard !self.stopped, self.swarm.adoptDatagramChannel(ch, purpose: "ssdp") else { ch.close(promise: nil); return }
                 self.ssdpChannel = ch
                 let local = self.clientAddress ?? self.localAddressTowardsGateway() ?? [0, 0, 0, 0]
                 var c = UPnPMappingClient.Configuration(proto: self.proto, internalPort: self.internalPort, internalClient: local, gateway: self.gateway)

@@ -22,7 +22,7 @@ extension STUNEndpoint {
 /// debug with its reason, and counted in `stats`.
 public final class STUNServer: Sendable {
     public let localAddress: SocketAddress
-    private let channel: Channel
+    let channel: Channel
     private let logic: NIOLockedValueBox<STUNServerLogic>
 
     private init(channel: Channel, localAddress: SocketAddress, logic: NIOLockedValueBox<STUNServerLogic>) {

@@ -63,6 +63,8 @@ public final class Swarm: @unchecked Sendable {
         /// Connections still in their security handshake (closed too at shutdown).
         var handshaking: Set<Connection> = []
         var listeners: [Channel] = []
+        /// UDP sockets of the node's services (STUN, port mapping, mDNS), closed at shutdown.
+        var datagramChannels: [ObjectIdentifier: (channel: Channel, purpose: String)] = [:]
         var listenAddresses: [Multiaddr] = []
         var transports: [any SwarmTransport] = []
         var inboundRoles: [[UInt8]: (role: SecureConnectionMachine.Role, until: NIODeadline)] = [:]
@@ -127,6 +129,34 @@ public final class Swarm: @unchecked Sendable {
 
     /// The bound listen addresses, wildcard addresses expanded to interface addresses.
     public var listenAddresses: [Multiaddr] { state.withLockedValue { $0.listenAddresses } }
+
+    // MARK: UDP sockets
+
+    /// Takes a service's UDP socket into the swarm's keeping: listed in `datagramSockets`,
+    /// forgotten when it closes, and closed at shutdown with everything else. A socket adopted
+    /// after shutdown is closed at once (and false returned).
+    @discardableResult
+    public func adoptDatagramChannel(_ channel: Channel, purpose: String) -> Bool {
+        let key = ObjectIdentifier(channel)
+        let kept = state.withLockedValue { s -> Bool in
+            guard !s.shutDown else { return false }
+            s.datagramChannels[key] = (channel, purpose)
+            return true
+        }
+        guard kept else {
+            channel.close(promise: nil)
+            return false
+        }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            _ = self?.state.withLockedValue { $0.datagramChannels.removeValue(forKey: key) }
+        }
+        return true
+    }
+
+    /// The UDP sockets the swarm keeps: what each is for and where it is bound.
+    public var datagramSockets: [(purpose: String, local: SocketAddress?)] {
+        state.withLockedValue { s in s.datagramChannels.values.map { ($0.purpose, $0.channel.localAddress) } }
+    }
 
     // MARK: Listening
 
@@ -410,11 +440,13 @@ public final class Swarm: @unchecked Sendable {
     // MARK: Shutdown
 
     public func shutdown() async {
-        let (listeners, conns) = state.withLockedValue { s -> ([Channel], [Connection]) in
+        let (listeners, conns, datagrams) = state.withLockedValue { s -> ([Channel], [Connection], [Channel]) in
             s.shutDown = true
-            return (s.listeners, Array(s.connections) + Array(s.handshaking))
+            defer { s.datagramChannels = [:] }
+            return (s.listeners, Array(s.connections) + Array(s.handshaking), s.datagramChannels.values.map(\.channel))
         }
         for l in listeners { try? await l.close() }
+        for d in datagrams { try? await d.close() }
         for c in conns { await c.close() }
         await tasks.cancelAndWait()
         if ownsGroup { try? await group.shutdownGracefully() }
