@@ -3,6 +3,7 @@ import CairnCore
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 import XCTest
 
@@ -145,6 +146,30 @@ final class HostTests: LoopbackNodesTestCase {
         XCTAssertEqual(outcome.path, .direct)
         XCTAssertEqual(outcome.connection.remoteAddress, bAddr.withoutTrailingPeerID)
         XCTAssertEqual(outcome.failures.map(\.address), [dead], "\(outcome.failures)")
+    }
+
+    /// Happy Eyeballs: an address that accepts TCP and then says nothing (its handshake would
+    /// run to the timeout) does not hold the dial up: the next address starts `attemptDelay`
+    /// later, wins, and is returned while the silent attempt is still waiting.
+    func testASilentAddressDoesNotHoldUpTheNextOne() async throws {
+        let (a, _) = try await makeNode("a")
+        let (b, bAddr) = try await makeNode("b")
+        let accepted = NIOLockedValueBox<[Channel]>([])
+        let silent = try await ServerBootstrap(group: group)
+            .childChannelInitializer { ch in accepted.withLockedValue { $0.append(ch) }; return ch.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let silentAddr = try Multiaddr("/ip4/127.0.0.1/tcp/\(silent.localAddress!.port!)")
+        var options = DialOptions()
+        options.addresses = [silentAddr, bAddr.withoutTrailingPeerID]
+        // Loopback ranks both the same: the caller's order stands, the silent one first.
+        let outcome = try await a.dialer.connect(to: b.peerID, options)
+        XCTAssertEqual(outcome.connection.remoteAddress, bAddr.withoutTrailingPeerID)
+        let pending = accepted.withLockedValue { $0 }
+        XCTAssertEqual(pending.count, 1, "the silent address was dialed first")
+        XCTAssertTrue(pending.allSatisfy(\.isActive), "and its attempt was still waiting when the dial returned")
+        XCTAssertTrue(outcome.failures.isEmpty, "a straggler is not a failure: \(outcome.failures)")
+        for c in pending { try? await c.close() }
+        try await silent.close()
     }
 
     func testAPeerWithNoAddressIsRefusedWithAReason() async throws {

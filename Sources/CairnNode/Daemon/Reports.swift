@@ -121,8 +121,8 @@ public enum Reports {
     }
 
     /// `cairn dial`: how the peer was reached, and why.
-    /// Which path the connection took and why: `lan`, `ipv6`, `port-mapped`, `public`, `punched`,
-    /// `reversed`, `upgraded` (the peer's own dial) or `relayed`.
+    /// Which path the connection took and why: `lan`, `ipv6`, `port-mapped`, `public`, `loopback`,
+    /// `punched`, `reversed`, `upgraded` (the peer's own dial) or `relayed`.
     public static func path(_ o: DialOutcome, host: CairnHost) -> (String, String) {
         switch o.path {
         case .relayed:
@@ -147,7 +147,9 @@ public enum Reports {
         let peerAddrs = knownAddresses + (connection.remotePeer.flatMap { host.node.identifyService.lastInfo(from: $0)?.listenAddrs } ?? [])
         let context = host.node.dialer.rankingContext()
         switch IPScope(ip) {
-        case .privateRange, .linkLocal, .loopback, .unspecified:
+        case .loopback, .unspecified:
+            return ("loopback", "the peer is on this host")
+        case .privateRange, .linkLocal:
             if AddressRanking.sameNAT(peerAddrs, context) {
                 return ("lan", "a private address: the peer is behind our NAT (it advertises a public IP we are observed at)")
             }

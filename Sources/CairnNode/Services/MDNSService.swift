@@ -66,12 +66,23 @@ public final class MDNSService: @unchecked Sendable {
 
     private var now: Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
 
-    public func start() async throws {
+    /// Starts discovery. A failure (port 5353 held by a responder that does not share it, no
+    /// multicast) is logged and noted, never thrown: the node runs without LAN discovery.
+    public func start() async {
         let addrs = announced()
         guard !addrs.isEmpty else {
             state.withLockedValue { $0.note = "no IPv4 listen address beyond loopback" }
             return
         }
+        do {
+            try await open(addrs)
+        } catch {
+            state.withLockedValue { $0.note = "mDNS not started: \(error)" }
+            logger.warning("mDNS discovery not started: \(error)")
+        }
+    }
+
+    private func open(_ addrs: [Multiaddr]) async throws {
         let group = try SocketAddress(ipAddress: IPAddressText.format(MDNSDiscovery.multicastIPv4), port: Int(MDNSDiscovery.port))
         let channel = try await DatagramBootstrap(group: node.swarm.group)
             .channelOption(SocketOptions.reuseAddr, value: 1)

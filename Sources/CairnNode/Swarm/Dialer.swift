@@ -336,67 +336,82 @@ public final class Dialer: Sendable {
         return nil
     }
 
-    private enum AttemptResult: Sendable {
+    private enum AttemptEvent: Sendable {
+        /// Time to start the next address.
         case next
-        case connected(Multiaddr, Connection)
+        /// An attempt connected first (the connection is in the race's box).
+        case won
         case failed(Multiaddr, String)
     }
 
-    /// Dials `addresses` in order, each `attemptDelay` after the previous (or as soon as it
-    /// failed); the first connection wins, the attempts still running are cancelled, and any that
-    /// connect anyway are closed. Returns the winner and the failures (in the order they came).
+    /// Dials `addresses` in order, each `attemptDelay` after the previous (or as soon as every
+    /// attempt so far failed); the first connection wins and is returned at once. Attempts still
+    /// running are not waited for (a connect in flight cannot be cancelled): they finish as swarm
+    /// tasks, and any that connect anyway are closed. Returns the winner and the failures (in the
+    /// order they came).
     private func raceDirect(_ addresses: [Multiaddr], _ peer: PeerID, _ options: DialOptions) async -> (Connection?, [DialFailure]) {
         let swarm = self.swarm
         let delay = options.attemptDelay
-        return await withTaskGroup(of: AttemptResult.self) { group in
-            var next = 0
-            var running = 0
-            var failures: [DialFailure] = []
-            func launch() {
-                let a = addresses[next]
-                next += 1
-                running += 1
-                group.addTask {
-                    do {
-                        let c = try await swarm.dial(a.appending(.p2p(peer)), role: options.role, fromListenPort: options.portUse == .listenPort,
-                                                     connectTimeout: options.connectTimeout)
-                        return .connected(a, c)
-                    } catch {
-                        return .failed(a, "\(error)")
+        let (events, sink) = AsyncStream<AttemptEvent>.makeStream()
+        // The one decision: who won (a dial task claims it), or that nobody may any more.
+        let race = NIOLockedValueBox<(decided: Bool, winner: Connection?)>((false, nil))
+        var next = 0
+        var running = 0
+        var failures: [DialFailure] = []
+        func launch() {
+            let a = addresses[next]
+            next += 1
+            running += 1
+            let started = swarm.tasks.spawn {
+                do {
+                    let c = try await swarm.dial(a.appending(.p2p(peer)), role: options.role, fromListenPort: options.portUse == .listenPort,
+                                                 connectTimeout: options.connectTimeout)
+                    let first = race.withLockedValue { r -> Bool in
+                        guard !r.decided else { return false }
+                        r = (true, c)
+                        return true
                     }
-                }
-                if next < addresses.count && delay > .zero {
-                    group.addTask {
-                        try? await Task.sleep(for: delay)
-                        return .next
-                    }
-                }
-            }
-            launch()
-            var winner: Connection?
-            while let r = await group.next() {
-                switch r {
-                case .next:
-                    if winner == nil, next < addresses.count { launch() }
-                case .connected(_, let c):
-                    running -= 1
-                    if winner == nil {
-                        winner = c
-                        group.cancelAll()
-                    } else {
-                        await c.close()  // a slower attempt that connected anyway
-                    }
-                case .failed(let a, let why):
-                    running -= 1
-                    if winner == nil {
-                        failures.append(DialFailure(address: a, reason: why))
-                        // Without a delay (or once every attempt so far failed), the next one now.
-                        if next < addresses.count && (delay == .zero || running == 0) { launch() }
-                    }
+                    if first { sink.yield(.won) } else { await c.close() }  // a slower attempt that connected anyway
+                } catch {
+                    sink.yield(.failed(a, "\(error)"))
                 }
             }
-            return (winner, failures)
+            if !started { sink.yield(.failed(a, "\(SwarmError.shutDown)")) }
+            if next < addresses.count && delay > .zero {
+                swarm.tasks.spawn {
+                    try? await Task.sleep(for: delay)
+                    sink.yield(.next)
+                }
+            }
         }
+        launch()
+        var won = false
+        loop: for await event in events {
+            switch event {
+            case .next:
+                if next < addresses.count { launch() }
+            case .won:
+                won = true
+                break loop
+            case .failed(let a, let why):
+                running -= 1
+                failures.append(DialFailure(address: a, reason: why))
+                if next < addresses.count && (delay == .zero || running == 0) {
+                    launch()
+                } else if running == 0 && next >= addresses.count {
+                    break loop
+                }
+            }
+        }
+        sink.finish()
+        // Nobody may win after this; a winner we are not returning (we were cancelled) is closed.
+        let winner = race.withLockedValue { r -> Connection? in
+            defer { r = (true, nil) }
+            return r.winner
+        }
+        if won { return (winner, failures) }
+        if let winner { await winner.close() }
+        return (nil, failures)
     }
 
     /// Waits (on the event stream, no polling) for a direct connection to the peer and the
