@@ -69,9 +69,9 @@ public final class MDNSService: @unchecked Sendable {
     /// Starts discovery. A failure (port 5353 held by a responder that does not share it, no
     /// multicast) is logged and noted, never thrown: the node runs without LAN discovery.
     public func start() async {
-        let addrs = announced()
+        let addrs = node.lanListenAddresses
         guard !addrs.isEmpty else {
-            state.withLockedValue { $0.note = "no IPv4 listen address beyond loopback" }
+            state.withLockedValue { $0.note = Node.noLANListenAddress }
             return
         }
         do {
@@ -144,16 +144,9 @@ public final class MDNSService: @unchecked Sendable {
         try? await channel?.close()
     }
 
-    /// Non-loopback TCP listen addresses (wildcards already expanded by the swarm).
-    private func announced() -> [Multiaddr] {
-        node.listenAddresses.filter { a in
-            guard let (ip, _) = a.tcpEndpoint, ip.count == 4 else { return false }
-            return IPScope(ip) != .loopback && IPScope(ip) != .unspecified
-        }
-    }
 
     private func refreshAddresses() {
-        let addrs = announced()
+        let addrs = node.lanListenAddresses
         state.withLockedValue { $0.logic.setAddresses(addrs) }
     }
 

@@ -66,6 +66,18 @@ public final class Node: @unchecked Sendable {
 
     public func extraAddresses(from source: AddressSource) -> [Multiaddr] { local.extraAddresses(from: source) }
 
+    /// The TCP listen addresses on an IPv4 network interface beyond loopback (wildcards expanded):
+    /// where the LAN services (port mapping, mDNS) have something to do.
+    public var lanListenAddresses: [Multiaddr] {
+        listenAddresses.filter { a in
+            guard let (ip, _) = a.tcpEndpoint, ip.count == 4 else { return false }
+            return IPScope(ip) != .loopback && IPScope(ip) != .unspecified
+        }
+    }
+
+    /// Why the LAN services stay silent when `lanListenAddresses` is empty.
+    public static let noLANListenAddress = "no IPv4 listen address beyond loopback"
+
     public var signedPeerRecord: VerifiedEnvelope { local.signedPeerRecord }
 
     /// Re-signs the peer record with a fresh seq even if the addresses did not change.

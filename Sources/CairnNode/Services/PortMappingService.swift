@@ -139,12 +139,9 @@ public final class PortMappingService: @unchecked Sendable {
 
     /// Starts a mapping for each IPv4, non-loopback TCP listen port (and its UDP twin).
     public func start() async {
-        let ports = node.listenAddresses.compactMap { a -> UInt16? in
-            guard let (ip, port) = a.tcpEndpoint, ip.count == 4, IPScope(ip) != .loopback else { return nil }
-            return port
-        }
+        let ports = node.lanListenAddresses.compactMap { $0.tcpEndpoint?.port }
         guard !ports.isEmpty else {
-            state.withLockedValue { $0.note = "no IPv4 listen address beyond loopback" }
+            state.withLockedValue { $0.note = Node.noLANListenAddress }
             return
         }
         let gateway = configuration.gateway ?? Self.defaultGateway(routeTable: configuration.routeTable)
