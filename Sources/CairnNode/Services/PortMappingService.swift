@@ -335,7 +335,6 @@ final class PortMappingDriver: @unchecked Sendable {
     private var retry: Scheduled<Void>?
     private var stopped = false
     private var failures: [String] = []
-    private var current: PortMappingService.Mapping
 
     init(proto: PortMapping.TransportProtocol, internalPort: UInt16, gateway: [UInt8], configuration: PortMappingService.Configuration,
          swarm: Swarm, logger: Logger, report: @escaping @Sendable (PortMappingService.Mapping) -> Void) {
@@ -348,7 +347,6 @@ final class PortMappingDriver: @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         self.report = report
-        current = .init(proto: proto, internalPort: internalPort, gateway: gateway, state: .mapping)
     }
 
     private var now: Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
@@ -360,7 +358,7 @@ final class PortMappingDriver: @unchecked Sendable {
     private func begin() {
         guard !stopped else { return }
         failures = []
-        set(.init(proto: proto, internalPort: internalPort, gateway: gateway, state: .mapping))
+        report(.init(proto: proto, internalPort: internalPort, gateway: gateway, state: .mapping))
         guard configuration.pcp || configuration.natpmp, let gw = gatewaySocket else { return beginUPnP() }
         let bootstrap = DatagramBootstrap(group: loop).channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
@@ -564,7 +562,7 @@ final class PortMappingDriver: @unchecked Sendable {
         s.dialect = m.dialect
         s.externalPort = m.externalPort
         s.claimedAddress = m.externalAddress
-        set(s)
+        report(s)
     }
 
     private func allFailed() {
@@ -575,16 +573,11 @@ final class PortMappingDriver: @unchecked Sendable {
         machine = .none
         var s = PortMappingService.Mapping(proto: proto, internalPort: internalPort, gateway: gateway, state: .failed)
         s.detail = failures.joined(separator: "; ")
-        set(s)
+        report(s)
         guard !stopped else { return }
         let wait = TimeAmount.nanoseconds(Int64(configuration.retryInterval.components.seconds) * 1_000_000_000
                                           + configuration.retryInterval.components.attoseconds / 1_000_000_000)
         retry = loop.scheduleTask(in: wait) { self.begin() }
-    }
-
-    private func set(_ m: PortMappingService.Mapping) {
-        current = m
-        report(m)
     }
 
     /// Arms the timer at the machine's next deadline.
