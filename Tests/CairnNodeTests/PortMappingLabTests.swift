@@ -77,6 +77,18 @@ final class PortMappingLabTests: XCTestCase {
         XCTAssertEqual(after["how"] as? String, "direct", "a plain dial: \(after)")
         XCTAssertEqual(after["address"] as? String, mapped, "\(after)")
 
+        // UPnP alone (`--port-mapping upnp`): no PCP socket tells the LAN address, the driver
+        // finds it itself; the mapping is confirmed (so it points at this host).
+        let out = s.lab.run(in: try s.lab.host("a"), [s.n.bin, "netcheck", "--data-dir", s.n.dir.appendingPathComponent("nc-upnp").path,
+                                                      "--listen", "/ip4/0.0.0.0/tcp/4201", "--bootstrap", s.bootstrap,
+                                                      "--port-mapping", "upnp", "--duration", "20", "--json", "--log-level", "error"],
+                            timeout: 40)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], "\(out)")
+        let only = try XCTUnwrap((json["port_mapping"] as? [[String: Any]])?.first, "\(json)")
+        XCTAssertEqual(only["dialect"] as? String, "UPnP IGD", "\(only)")
+        XCTAssertEqual(only["state"] as? String, "confirmed", "\(only)")
+        XCTAssertEqual(only["confirmed"] as? String, "/ip4/\(s.wan)/tcp/4201", "\(only)")
+
         s.n.stop("a", grace: 10)
         XCTAssertFalse(rules(s).contains("dport 4001"), "the node deleted its mapping on the way out: \(rules(s))")
     }

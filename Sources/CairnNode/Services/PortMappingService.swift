@@ -4,9 +4,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Asks the default gateway to forward the node's listen ports (TCP, and UDP for the STUN
 /// responder beside it): PCP first, NAT-PMP when the gateway does not speak PCP, UPnP IGD when it
@@ -275,9 +272,7 @@ public final class PortMappingService: @unchecked Sendable {
     func candidates(_ m: Mapping, port: UInt16) -> [Multiaddr] {
         var ips: [[UInt8]] = []
         if let c = m.claimedAddress { ips.append(c) }
-        for v in nat.report().votes {
-            if let (ip, _) = v.observed.tcpEndpoint, ip.count == 4, !ips.contains(ip) { ips.append(ip) }
-        }
+        for ip in nat.observedIPs where ip.count == 4 && !ips.contains(ip) { ips.append(ip) }
         return ips.filter { IPScope($0) != .unspecified && IPScope($0) != .loopback }
             .map { Multiaddr(components: [.ip4($0), .tcp(port)]) }
     }
@@ -393,6 +388,20 @@ final class PortMappingDriver: @unchecked Sendable {
     private func beginUPnP() {
         closePMP()
         guard configuration.upnp else { return allFailed() }
+        // Our LAN address (the mapping's internal client) is known from the PCP/NAT-PMP socket;
+        // without one, a UDP socket connected to the gateway tells it (connecting sends nothing).
+        guard clientAddress == nil, let gw = gatewaySocket else { return openSSDP() }
+        DatagramBootstrap(group: loop).connect(to: gw).assumeIsolated().whenComplete { result in
+            if case .success(let ch) = result {
+                self.clientAddress = ch.localAddress?.ipAddress.flatMap(IPAddressText.parse4)
+                ch.close(promise: nil)
+            }
+            self.openSSDP()
+        }
+    }
+
+    private func openSSDP() {
+        guard !stopped else { return }
         let bootstrap = DatagramBootstrap(group: loop)
             .channelOption(SocketOptions.reuseAddr, value: 1)
             .channelInitializer { channel in
@@ -406,7 +415,7 @@ final class PortMappingDriver: @unchecked Sendable {
             case .success(let ch):
                 guard !self.stopped, self.swarm.adoptDatagramChannel(ch, purpose: "ssdp") else { ch.close(promise: nil); return }
                 self.ssdpChannel = ch
-                let local = self.clientAddress ?? self.localAddressTowardsGateway() ?? [0, 0, 0, 0]
+                let local = self.clientAddress ?? [0, 0, 0, 0]
                 var c = UPnPMappingClient.Configuration(proto: self.proto, internalPort: self.internalPort, internalClient: local, gateway: self.gateway)
                 c.lifetime = self.configuration.lifetime
                 c.searchTimeout = self.configuration.upnpSearchTimeout
@@ -419,23 +428,6 @@ final class PortMappingDriver: @unchecked Sendable {
                 self.allFailed()
             }
         }
-    }
-
-    /// Our address on the route to the gateway, from a connected UDP socket (no packet sent).
-    private func localAddressTowardsGateway() -> [UInt8]? {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var sa = sockaddr_in()
-        sa.sin_family = sa_family_t(AF_INET)
-        sa.sin_port = PortMapping.port.bigEndian
-        sa.sin_addr.s_addr = gateway.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-        let ok = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard ok == 0 else { return nil }
-        var out = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        guard withUnsafeMutablePointer(to: &out, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }) == 0 else { return nil }
-        return withUnsafeBytes(of: out.sin_addr.s_addr) { Array($0) }
     }
 
     // MARK: PCP / NAT-PMP
